@@ -1,0 +1,51 @@
+# The two commands: `make demo` runs the lifecycle, `make test` runs every test.
+# Both bootstrap what they need on a machine with only Python 3.11 and make: uv (pinned, installed
+# into .tools/ with pip when it is not on PATH) and the .venv built from uv.lock.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+DEMO_DIR ?= data
+PYTEST_ARGS ?=
+
+export UV_PYTHON_DOWNLOADS := never
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test bench lint install clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python "$(PYTHON)"
+	@touch $@
+
+install: $(VENV)/.synced
+
+demo: install
+	$(VENV)/bin/fraud simulate --out $(DEMO_DIR)/raw/simulator
+	$(VENV)/bin/fraud validate $(DEMO_DIR)/raw/simulator --contract simulator --out $(DEMO_DIR)/processed/simulator
+	@echo
+	@echo "Demo outputs:"
+	@echo "  raw dataset (immutable daily partitions + manifest): $(DEMO_DIR)/raw/simulator/"
+	@echo "  validated transactions:                             $(DEMO_DIR)/processed/simulator/transactions.parquet"
+	@echo "  data quality report:                                $(DEMO_DIR)/processed/simulator/quality_report.html"
+	@echo "  lineage manifest (content digest):                  $(DEMO_DIR)/processed/simulator/manifest.json"
+
+test: install
+	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+
+bench: install
+	$(VENV)/bin/python bench/bench_simulator.py
+	$(VENV)/bin/python bench/bench_validation.py
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache

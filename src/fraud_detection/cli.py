@@ -1,0 +1,242 @@
+"""The ``fraud`` command line: a thin shell over the library.
+
+Each command parses its options, loads config once, calls the library and prints the result.
+Heavy imports happen inside commands so ``fraud --help`` stays fast. Errors from the library
+(:class:`~fraud_detection.errors.FraudDetectionError`) become one clear line on stderr and a
+non-zero exit code; ``--debug`` shows the traceback instead.
+
+Exit codes: 0 success, 1 the data failed (contract, quality gate, integrity), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from fraud_detection.config import Settings
+from fraud_detection.errors import FraudDetectionError
+
+app = typer.Typer(
+    name="fraud",
+    help="Fraud detection lifecycle: simulate, validate, and (in later stages) train, serve, monitor.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+T = TypeVar("T")
+
+
+class _State:
+    debug: bool = False
+    settings: Settings | None = None
+
+
+_state = _State()
+
+
+def _settings() -> Settings:
+    if _state.settings is None:
+        _state.settings = Settings()
+    return _state.settings
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _exit_on(err: FraudDetectionError) -> NoReturn:
+    """Turn one of our errors into one line and its exit code (the traceback with --debug)."""
+    if _state.debug:
+        raise err
+    raise _fail(str(err), err.exit_code) from None
+
+
+def _run(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except FraudDetectionError as err:
+        _exit_on(err)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on a terminal; silent (logs only) otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (default FRAUD_LOG_LEVEL).")] = None,
+) -> None:
+    """Fraud detection lifecycle on the command line."""
+    from pydantic import ValidationError
+
+    from fraud_detection.config import format_validation_error
+    from fraud_detection.utils.logging import configure_logging
+
+    _state.debug = debug
+    try:
+        settings = Settings() if log_level is None else Settings(log_level=log_level.upper())
+    except ValidationError as err:
+        raise _fail(f"invalid settings: {format_validation_error(err)}", 2) from None
+    _state.settings = settings
+    configure_logging(settings.log_level, settings.log_json)
+
+
+class DriftKind(StrEnum):
+    amount_shift = "amount_shift"
+    new_fraud_pattern = "new_fraud_pattern"
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the raw dataset (partitions + manifest).")],
+    days: Annotated[int | None, typer.Option(min=1, help="Simulated days [default: 183].")] = None,
+    customers: Annotated[int | None, typer.Option(min=1, help="Customers (cards) [default: 5000].")] = None,
+    terminals: Annotated[int | None, typer.Option(min=1, help="Terminals [default: 10000].")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Random seed; same seed, same bytes [default: 0].")] = None,
+    start_date: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day [default: 2018-04-01].")
+    ] = None,
+    bias_age_band: Annotated[
+        str | None, typer.Option(help="Make this age band more often compromised (fairness testing).")
+    ] = None,
+    bias_factor: Annotated[float | None, typer.Option(min=1.0, help="How much more often [default: 1].")] = None,
+    drift_day: Annotated[int | None, typer.Option(min=0, help="Day (0-based) from which behaviour drifts.")] = None,
+    drift_kind: Annotated[DriftKind | None, typer.Option(help="What drifts [default: amount_shift].")] = None,
+    drift_amount_factor: Annotated[
+        float | None, typer.Option(min=0.0, help="Amount multiplier for amount_shift [default: 1.5].")
+    ] = None,
+) -> None:
+    """Simulate labelled card transactions (the Fraud Detection Handbook's design) into --out."""
+    from pydantic import ValidationError
+
+    from fraud_detection.config import format_validation_error
+    from fraud_detection.data.ingest import simulate_to_folder
+    from fraud_detection.data.simulator import SimulatorConfig
+
+    try:
+        # Only what was given is passed: the defaults live once, in SimulatorConfig.
+        options = {
+            "n_customers": customers,
+            "n_terminals": terminals,
+            "n_days": days,
+            "start_date": start_date.date() if start_date else None,
+            "seed": seed,
+            "bias_age_band": bias_age_band,
+            "bias_factor": bias_factor,
+            "drift_start_day": drift_day,
+            "drift_kind": drift_kind.value if drift_kind else None,
+            "drift_amount_factor": drift_amount_factor,
+        }
+        config = SimulatorConfig(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as err:
+        raise _fail(f"invalid simulation options: {format_validation_error(err)}", 2) from None
+    with _progress("writing partitions") as progress:
+        result = _run(lambda: simulate_to_folder(config, out, progress=progress))
+    manifest = result.manifest
+    typer.echo(
+        f"simulated {manifest['rows']} transactions in {len(manifest['partitions'])} daily partitions "
+        f"({result.files_written} written, {result.files_unchanged} unchanged)"
+    )
+    typer.echo(f"manifest: {result.manifest_path}")
+
+
+class OnErrorChoice(StrEnum):
+    fail = "fail"
+    quarantine = "quarantine"
+
+
+@app.command()
+def validate(
+    path: Annotated[str, typer.Argument(help="CSV or parquet file, or a folder of them; local path or fsspec URL.")],
+    contract: Annotated[
+        str, typer.Option(help="Contract name in FRAUD_CONTRACTS_DIR (simulator, handbook) or a .yaml path.")
+    ] = "simulator",
+    on_error: Annotated[
+        OnErrorChoice, typer.Option(help="fail: reject the dataset; quarantine: set bad rows aside, keep the rest.")
+    ] = OnErrorChoice.fail,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the validated data, quarantine, report and manifest here.")
+    ] = None,
+    as_of: Annotated[
+        dt.datetime | None,
+        typer.Option(help="Reference time (UTC) for future-timestamp and freshness checks; default now."),
+    ] = None,
+) -> None:
+    """Validate a dataset against its contract and run the quality gate; exit 0 only if it passes."""
+    from fraud_detection.data.contract import load_contract
+    from fraud_detection.data.ingest import validate_dataset, write_report, write_validated
+    from fraud_detection.errors import DataContractError
+
+    settings = _settings()
+    loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
+    reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
+    try:
+        result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)
+    except DataContractError as err:
+        if err.report is not None:
+            _print_report(err.report)
+            if out is not None:
+                typer.echo(f"report: {write_report(err.report, out)[0]}")
+        _exit_on(err)
+    except FraudDetectionError as err:
+        _exit_on(err)
+    _print_report(result.report)
+    if out is not None:
+        if result.report.passed:
+            typer.echo(f"manifest: {write_validated(result, out)}")
+        else:
+            typer.echo(f"report: {write_report(result.report, out)[0]}")
+    if not result.report.passed:
+        from fraud_detection.data.quality import gate
+
+        _run(lambda: gate(result.report))
+
+
+def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=140)
+    if report.violations:
+        violations = Table(title=f"schema violations (contract {report.contract!r})")
+        for column in ("column", "check", "count", "failing values"):
+            violations.add_column(column)
+        for violation in report.violations:
+            values = ", ".join(violation.failing_values)
+            violations.add_row(violation.column or "(dataset)", violation.check, str(violation.count), values)
+        console.print(violations)
+    if report.checks:
+        table = Table(title=f"quality checks: {report.source}")
+        for column in ("check", "status", "observed"):
+            table.add_column(column)
+        for check in report.checks:
+            status = "PASS" if check.passed else ("WARN" if check.severity == "warning" else "FAIL")
+            table.add_row(check.name, status, check.observed)
+        console.print(table)
+    console.print(
+        f"{report.n_input_rows} rows read, {report.n_valid_rows} valid, {report.n_quarantined_rows} quarantined; "
+        f"digest {report.content_digest or '-'}"
+    )

@@ -1,0 +1,60 @@
+"""Typed configuration: schemas in code, values in YAML, infrastructure in ``FRAUD_*`` variables.
+
+Config is loaded once, at an entry point, and passed down as frozen pydantic objects. Library
+functions never read files or environment variables themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraud_detection.errors import ConfigError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Settings(BaseSettings):
+    """Where things live and how to log; every field can be set as ``FRAUD_<NAME>``.
+
+    The defaults are the embedded local profile (files under ``data/``, contracts under
+    ``configs/contract``), relative to the working directory the commands run in.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("data")
+    contracts_dir: Path = Path("configs/contract")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool | None = None  # None: JSON when stderr is not a terminal
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: the dotted field, the bad value and what was expected."""
+    lines = []
+    for problem in err.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(root)"
+        value = problem.get("input")
+        lines.append(f"{location}={value!r}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def load_yaml_config(path: Path, model: type[ModelT]) -> ModelT:
+    """Read ``path`` as YAML and validate it into ``model``; any problem is a ``ConfigError``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"config file {str(path)!r} is invalid: {format_validation_error(err)}") from err

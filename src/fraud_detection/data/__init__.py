@@ -1,0 +1,1 @@
+"""Loading, contracts, validation and the data quality gate."""

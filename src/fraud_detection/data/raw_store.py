@@ -1,0 +1,177 @@
+"""Immutable raw datasets: daily parquet partitions plus a manifest written last.
+
+Layout of a raw dataset folder::
+
+    manifest.json                      # written last, atomically: the dataset is what it lists
+    transactions/2018-04-01.parquet    # one partition per day of event_timestamp
+    reference/customers.parquet        # optional reference tables (referential checks)
+
+Raw data is immutable: writing a partition that exists with different bytes is refused with
+:class:`DataIntegrityError`; the same bytes are a no-op. Parquet is written with fixed settings and
+no wall-clock metadata, so the same frame always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fraud_detection.data.contract import EVENT_TIMESTAMP, TRANSACTION_ID
+from fraud_detection.errors import DataIntegrityError
+from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+MANIFEST_NAME = "manifest.json"
+PARTITIONS_DIR = "transactions"
+REFERENCE_DIR = "reference"
+MANIFEST_FORMAT = 1
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Serialise ``frame`` to parquet deterministically (fixed compression, no index)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", compression_level=3)
+    return buffer.getvalue()
+
+
+def content_digest(frame: pd.DataFrame) -> str:
+    """A stable hash of a dataset's content, independent of file layout, partitioning and row order.
+
+    Columns are taken in name order and rows in ``transaction_id`` order; each row is hashed with
+    pandas' stable row hash and the sequence of row hashes, column names and dtypes is SHA-256'd.
+    """
+    columns = sorted(frame.columns)
+    ordered = frame[columns]
+    if TRANSACTION_ID in ordered and not ordered[TRANSACTION_ID].is_monotonic_increasing:
+        ordered = ordered.sort_values(TRANSACTION_ID, kind="stable")
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[c, str(ordered[c].dtype)] for c in columns]).encode())
+    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def write_immutable(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly these bytes.
+
+    Returns True when written, False for the no-op; raises when ``path`` holds other bytes.
+    """
+    if path.exists():
+        existing = sha256_bytes(path.read_bytes())
+        if existing != sha256_bytes(data):
+            raise DataIntegrityError(
+                f"raw file {str(path)!r} already exists with different content (sha256 {existing}); "
+                "raw data is immutable: write to a new folder"
+            )
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+def read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
+    try:
+        with fs.open(path, "rb") as handle:
+            manifest = json.loads(handle.read())
+    except json.JSONDecodeError as err:
+        raise DataIntegrityError(f"manifest {path!r} is not valid JSON: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise DataIntegrityError(f"manifest {path!r} is not a format-{MANIFEST_FORMAT} raw manifest")
+    return manifest
+
+
+@dataclass(frozen=True)
+class RawWriteResult:
+    manifest_path: Path
+    manifest: dict[str, Any]
+    files_written: int
+    files_unchanged: int
+
+
+def write_raw_dataset(
+    out_dir: Path,
+    transactions: pd.DataFrame,
+    *,
+    contract_name: str,
+    references: Mapping[str, pd.DataFrame] | None = None,
+    generator: Mapping[str, Any] | None = None,
+    progress: Any = None,
+) -> RawWriteResult:
+    """Write ``transactions`` as daily partitions (plus reference tables) and then the manifest.
+
+    An existing dataset in ``out_dir`` can only be extended: partitions it already has must come
+    out byte-identical, and a dataset made by a different generator config is refused up front.
+    ``progress``, when given, is called with (done, total) after each file.
+    """
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST_NAME
+    # Compare and store the generator config as its JSON form (dates become strings).
+    generator = json.loads(json.dumps(dict(generator), default=str)) if generator else None
+    previous: dict[str, Any] | None = None
+    if manifest_path.exists():
+        previous = read_manifest(fsspec.filesystem("file"), str(manifest_path))
+        if previous.get("generator") != generator:
+            raise DataIntegrityError(
+                f"{str(out_dir)!r} already holds a dataset generated with {previous.get('generator')}; "
+                "raw data is immutable: write to a new folder"
+            )
+
+    days = transactions[EVENT_TIMESTAMP].dt.strftime("%Y-%m-%d")
+    groups = list(transactions.groupby(days, sort=True))
+    references = dict(references or {})
+    total = len(groups) + len(references)
+    written = unchanged = 0
+
+    partitions: dict[str, dict[str, Any]] = {e["path"]: e for e in (previous or {}).get("partitions", [])}
+    for done, (day, part) in enumerate(groups, start=1):
+        relative = f"{PARTITIONS_DIR}/{day}.parquet"
+        data = parquet_bytes(part.reset_index(drop=True))
+        if write_immutable(out_dir / relative, data):
+            written += 1
+        else:
+            unchanged += 1
+        partitions[relative] = {"path": relative, "date": day, "rows": len(part), "sha256": sha256_bytes(data)}
+        if progress is not None:
+            progress(done, total)
+
+    reference_entries: dict[str, dict[str, Any]] = {
+        e["name"]: e for e in (previous or {}).get("references", [])
+    }
+    for done, (name, table) in enumerate(sorted(references.items()), start=len(groups) + 1):
+        relative = f"{REFERENCE_DIR}/{name}.parquet"
+        data = parquet_bytes(table.reset_index(drop=True))
+        if write_immutable(out_dir / relative, data):
+            written += 1
+        else:
+            unchanged += 1
+        reference_entries[name] = {"name": name, "path": relative, "rows": len(table), "sha256": sha256_bytes(data)}
+        if progress is not None:
+            progress(done, total)
+
+    if previous and len(partitions) > len(groups):
+        # Appending to an existing dataset: the digest covers every partition the manifest lists.
+        frames = [pd.read_parquet(out_dir / entry["path"]) for entry in partitions.values()]
+        digest = content_digest(pd.concat(frames, ignore_index=True))
+    else:
+        digest = content_digest(transactions)
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "contract": contract_name,
+        "generator": generator,
+        "rows": sum(entry["rows"] for entry in partitions.values()),
+        "content_digest": digest,
+        "partitions": sorted(partitions.values(), key=lambda e: e["path"]),
+        "references": sorted(reference_entries.values(), key=lambda e: e["name"]),
+    }
+    if previous != manifest:
+        atomic_write_json(manifest_path, manifest)
+    return RawWriteResult(manifest_path, manifest, written, unchanged)

@@ -1,0 +1,215 @@
+"""Contract-derived pandera schemas and lazy validation with an optional quarantine.
+
+The raw schema is never written by hand: :func:`build_raw_schema` derives it from a
+:class:`~fraud_detection.data.contract.Contract`. Validation is lazy, so one report lists every
+violation (column, check, failing values, count). Each kind of bad input trips its own named check:
+
+=========================  ================================================
+bad input                  check
+=========================  ================================================
+unknown column             ``column_in_schema``
+missing column             ``column_in_dataframe``
+wrong dtype                ``dtype('<dtype>')``
+null where not allowed     ``not_nullable`` (``not_nan`` for float columns)
+Infinity                   ``finite``
+below min / above max      ``greater_than_or_equal_to(<min>)`` / ``less_than_or_equal_to(<max>)``
+value outside a vocabulary ``isin([...])``
+string not matching regex  ``str_matches('<regex>')``
+duplicate transaction id   ``field_uniqueness``
+timestamp in the future    ``not_in_future``
+empty input                ``not_empty``
+=========================  ================================================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pydantic import BaseModel
+
+from fraud_detection.data.contract import ColumnSpec, Contract, DType, Role
+from fraud_detection.errors import DataContractError
+
+OnError = Literal["fail", "quarantine"]
+QUARANTINE_REASONS = "quarantine_reasons"
+_SAMPLE_VALUES = 5
+_SAMPLE_ROWS = 20
+
+_PANDERA_DTYPES: dict[DType, object] = {
+    DType.INT64: "int64",
+    DType.FLOAT64: "float64",
+    DType.STRING: str,
+    DType.DATETIME: "datetime64[us]",
+}
+
+
+class Violation(BaseModel):
+    """Every failure of one check on one column (or on the whole frame, ``column`` None)."""
+
+    column: str | None
+    source_column: str | None
+    check: str
+    count: int
+    failing_values: list[str]
+    rows: list[int]
+
+    @property
+    def row_level(self) -> bool:
+        return bool(self.rows)
+
+    def describe(self) -> str:
+        where = self.column or "(dataset)"
+        if self.source_column and self.source_column != self.column:
+            where = f"{where} (source {self.source_column!r})"
+        values = ", ".join(self.failing_values)
+        return f"{where}: {self.check} failed for {self.count} value(s): {values}"
+
+
+@dataclass(frozen=True)
+class SchemaValidation:
+    """The rows that passed, the rows set aside with their reasons, and every violation found."""
+
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame
+    violations: list[Violation]
+
+
+def _not_in_future(limit: pd.Timestamp) -> pa.Check:
+    return pa.Check(lambda s: s <= limit, name="not_in_future", error=f"event_timestamp <= {limit}")
+
+
+def _column_checks(spec: ColumnSpec) -> list[pa.Check]:
+    checks: list[pa.Check] = []
+    if spec.dtype == DType.FLOAT64:
+        if not spec.nullable:
+            # NaN is a float's null; a named check of its own keeps it apart from Infinity.
+            checks.append(pa.Check(lambda s: s.notna(), name="not_nan", ignore_na=False))
+        checks.append(pa.Check(lambda s: ~np.isinf(s), name="finite"))
+    if spec.min is not None:
+        checks.append(pa.Check.ge(_as_dtype(spec, spec.min)))
+    if spec.max is not None:
+        checks.append(pa.Check.le(_as_dtype(spec, spec.max)))
+    if spec.allowed is not None:
+        checks.append(pa.Check.isin(spec.allowed))
+    if spec.pattern is not None:
+        checks.append(pa.Check.str_matches(spec.pattern))
+    return checks
+
+
+def _as_dtype(spec: ColumnSpec, bound: float) -> float | int:
+    return int(bound) if spec.dtype == DType.INT64 and float(bound).is_integer() else bound
+
+
+def build_raw_schema(contract: Contract, *, as_of: dt.datetime) -> pa.DataFrameSchema:
+    """Derive the strict pandera schema of raw transactions from ``contract``.
+
+    ``as_of`` (naive UTC) bounds event timestamps: anything later than ``as_of`` plus the contract's
+    ``max_future_skew`` is in the future.
+    """
+    limit = pd.Timestamp(as_of) + contract.max_future_skew
+    columns = {}
+    for spec in contract.columns:
+        checks = _column_checks(spec)
+        if spec.role == Role.TIMESTAMP:
+            checks.append(_not_in_future(limit))
+        columns[spec.name] = pa.Column(
+            _PANDERA_DTYPES[spec.dtype],
+            checks=checks,
+            # Float nulls are reported by `not_nan` instead, so one bad value trips one check.
+            nullable=spec.nullable or spec.dtype == DType.FLOAT64,
+            unique=spec.role == Role.ID,
+            required=True,
+        )
+    return pa.DataFrameSchema(
+        columns,
+        checks=[pa.Check(lambda frame: len(frame) > 0, name="not_empty", error="at least one row")],
+        strict=True,
+        coerce=False,
+        name=f"RawTransactions[{contract.name}]",
+    )
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float) and np.isnan(value):
+        return "NaN"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _violations_from(failure_cases: pd.DataFrame, contract: Contract) -> list[Violation]:
+    canonical_to_source = {c.name: c.source_name for c in contract.columns}
+    cases = failure_cases.copy()
+    cases["column"] = cases["column"].where(cases["column"].notna(), None)
+    violations = []
+    for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=True):
+        column_name = None if column is None or pd.isna(column) else str(column)
+        # Frame-level checks report the offending column name as the failure case.
+        if column_name is None and check in ("column_in_schema", "column_in_dataframe"):
+            for name in group["failure_case"].astype(str):
+                violations.append(
+                    Violation(
+                        column=name,
+                        source_column=canonical_to_source.get(name, name),
+                        check=str(check),
+                        count=1,
+                        failing_values=[repr(name)],
+                        rows=[],
+                    )
+                )
+            continue
+        rows = group["index"].dropna()
+        values = group["failure_case"].drop_duplicates().head(_SAMPLE_VALUES)
+        violations.append(
+            Violation(
+                column=column_name,
+                source_column=canonical_to_source.get(column_name) if column_name else None,
+                check=str(check),
+                count=len(group),
+                failing_values=[_format_value(v) for v in values],
+                rows=sorted(int(i) for i in rows.head(_SAMPLE_ROWS)),
+            )
+        )
+    return violations
+
+
+def validate_transactions(
+    frame: pd.DataFrame, contract: Contract, *, as_of: dt.datetime, on_error: OnError = "fail"
+) -> SchemaValidation:
+    """Validate ``frame`` (canonical names, RangeIndex) lazily against ``contract``.
+
+    ``on_error="fail"`` raises :class:`DataContractError` listing every violation.
+    ``on_error="quarantine"`` sets failing rows aside with their reasons and keeps the rest;
+    violations that no row can be blamed for (a missing column, a wrong dtype, empty input) still
+    raise, because no subset of the rows would fix them.
+    """
+    schema = build_raw_schema(contract, as_of=as_of)
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        failure_cases = err.failure_cases
+    else:
+        return SchemaValidation(frame, frame.iloc[:0].assign(**{QUARANTINE_REASONS: []}), [])
+
+    violations = _violations_from(failure_cases, contract)
+    row_cases = failure_cases[failure_cases["index"].notna()]
+    structural = [v for v in violations if v.check.startswith(("column_in_", "dtype(", "not_empty"))]
+    if on_error == "fail" or structural or row_cases.empty:
+        summary = "; ".join(v.describe() for v in violations)
+        raise DataContractError(
+            f"data violates contract {contract.name!r} with {len(violations)} violation(s): {summary}",
+            report=violations,
+        )
+
+    reasons = (
+        (row_cases["column"].astype(str) + ":" + row_cases["check"].astype(str))
+        .groupby(row_cases["index"].astype(np.int64))
+        .agg(lambda parts: "; ".join(sorted(set(parts))))
+    )
+    bad_rows = frame.index.isin(reasons.index)
+    quarantined = frame.loc[bad_rows].assign(**{QUARANTINE_REASONS: reasons})
+    valid = frame.loc[~bad_rows].reset_index(drop=True)
+    return SchemaValidation(valid, quarantined.reset_index(drop=True), violations)

@@ -1,0 +1,51 @@
+"""One error root for the whole package.
+
+Library code raises these (always ``raise ... from err``); only the edges translate them: the CLI
+into an exit code and one readable line, the server into an HTTP status, a flow into a failed state.
+Every message names the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class FraudDetectionError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(FraudDetectionError):
+    """A config or contract file is missing, unreadable or does not match its schema."""
+
+    exit_code = 2
+
+
+class DataSourceError(FraudDetectionError):
+    """An input path or URL cannot be read (missing, empty folder, unsupported format)."""
+
+    exit_code = 2
+
+
+class DataContractError(FraudDetectionError):
+    """Data violates its contract. ``report`` lists every violation, not just the first."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class DataQualityError(FraudDetectionError):
+    """The data quality gate found critical issues. ``issues`` lists every one of them."""
+
+    def __init__(self, issues: Sequence[str], report: Any = None) -> None:
+        self.issues = list(issues)
+        self.report = report
+        listed = "; ".join(self.issues)
+        super().__init__(f"data quality gate failed with {len(self.issues)} critical issue(s): {listed}")
+
+
+class DataIntegrityError(FraudDetectionError):
+    """Stored data does not match its manifest, or an immutable partition would be overwritten."""

@@ -1,0 +1,1 @@
+"""Metrics, slices, fairness, explanations and promotion gates."""

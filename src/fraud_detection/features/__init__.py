@@ -1,0 +1,1 @@
+"""Point-in-time feature engineering and the Feast feature store."""

@@ -1,0 +1,1 @@
+"""Scoring: the framework-free scorer and its online and batch shells."""

@@ -1,0 +1,1 @@
+"""Training, experiment tracking and hyperparameter search."""

@@ -1,0 +1,1 @@
+"""Cross-cutting helpers: logging set-up and atomic file I/O."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny seeded synthetic data, contracts, and the service switch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONTRACTS_DIR = REPO_ROOT / "configs" / "contract"
+HANDBOOK_RAW = REPO_ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "raw" / "transactions_raw.parquet"
+AS_OF = dt.datetime(2030, 1, 1)  # after every synthetic timestamp; tests never depend on "now"
+
+
+def require_service(available: bool, reason: str) -> None:
+    """Skip when a service is absent, except in CI (FRAUD_REQUIRE_SERVICES=1), where it fails."""
+    if available:
+        return
+    if os.environ.get("FRAUD_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def make_transactions(
+    n: int = 2_000, fraud_rate: float = 0.01, seed: int = 0, *, n_days: int = 20, start: str = "2024-01-01"
+) -> pd.DataFrame:
+    """A small valid frame in the simulator contract's canonical layout, spread evenly over days."""
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.integers(0, n_days * 86_400, size=n))
+    is_fraud = (rng.random(n) < fraud_rate).astype(np.int64)
+    return pd.DataFrame(
+        {
+            "transaction_id": np.arange(n, dtype=np.int64),
+            "event_timestamp": (pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s")).astype("datetime64[us]"),
+            "customer_id": rng.integers(0, 100, size=n).astype(np.int64),
+            "terminal_id": rng.integers(0, 200, size=n).astype(np.int64),
+            "amount": np.round(rng.gamma(2.0, 25.0, size=n), 2),
+            "is_fraud": is_fraud,
+            "fraud_scenario": is_fraud * rng.integers(1, 4, size=n),
+            "customer_age_band": rng.choice(["18-25", "26-35", "36-50", "51-65", "65+"], size=n).astype(object),
+        }
+    )
+
+
+@pytest.fixture
+def transactions_factory() -> Callable[..., pd.DataFrame]:
+    return make_transactions
+
+
+@pytest.fixture
+def transactions() -> pd.DataFrame:
+    return make_transactions()
+
+
+@pytest.fixture(scope="session")
+def simulator_contract():
+    from fraud_detection.data.contract import load_contract
+
+    return load_contract("simulator", CONTRACTS_DIR)
+
+
+@pytest.fixture(scope="session")
+def handbook_contract():
+    from fraud_detection.data.contract import load_contract
+
+    return load_contract("handbook", CONTRACTS_DIR)
