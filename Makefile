@@ -4,7 +4,8 @@
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 UV_VERSION := 0.13.9
-UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+UV_ON_PATH := $(shell command -v uv 2>/dev/null)
+UV := $(if $(UV_ON_PATH),$(UV_ON_PATH),.tools/bin/uv)
 VENV := .venv
 DEMO_DIR ?= data
 PYTEST_ARGS ?=
@@ -20,8 +21,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python "$(PYTHON)"
+$(VENV)/.synced: pyproject.toml uv.lock | $(if $(UV_ON_PATH),,.tools/bin/uv)
+	$(UV) sync --locked --python "$(PYTHON)"
 	@touch $@
 
 install: $(VENV)/.synced

@@ -13,7 +13,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS_DIR = REPO_ROOT / "configs" / "contract"
-HANDBOOK_RAW = REPO_ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "raw" / "transactions_raw.parquet"
+HANDBOOK_RAW = (
+    REPO_ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "raw" / "transactions_raw.parquet"
+)
 AS_OF = dt.datetime(2030, 1, 1)  # after every synthetic timestamp; tests never depend on "now"
 
 
@@ -36,13 +38,17 @@ def make_transactions(
     return pd.DataFrame(
         {
             "transaction_id": np.arange(n, dtype=np.int64),
-            "event_timestamp": (pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s")).astype("datetime64[us]"),
+            "event_timestamp": (pd.Timestamp(start) + pd.to_timedelta(seconds, unit="s")).astype(
+                "datetime64[us]"
+            ),
             "customer_id": rng.integers(0, 100, size=n).astype(np.int64),
             "terminal_id": rng.integers(0, 200, size=n).astype(np.int64),
             "amount": np.round(rng.gamma(2.0, 25.0, size=n), 2),
             "is_fraud": is_fraud,
             "fraud_scenario": is_fraud * rng.integers(1, 4, size=n),
-            "customer_age_band": rng.choice(["18-25", "26-35", "36-50", "51-65", "65+"], size=n).astype(object),
+            "customer_age_band": rng.choice(["18-25", "26-35", "36-50", "51-65", "65+"], size=n).astype(
+                object
+            ),
         }
     )
 

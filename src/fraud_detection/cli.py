@@ -86,8 +86,12 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 @app.callback()
 def main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (default FRAUD_LOG_LEVEL).")] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (default FRAUD_LOG_LEVEL).")
+    ] = None,
 ) -> None:
     """Fraud detection lifecycle on the command line."""
     from pydantic import ValidationError
@@ -115,15 +119,21 @@ def simulate(
     days: Annotated[int | None, typer.Option(min=1, help="Simulated days [default: 183].")] = None,
     customers: Annotated[int | None, typer.Option(min=1, help="Customers (cards) [default: 5000].")] = None,
     terminals: Annotated[int | None, typer.Option(min=1, help="Terminals [default: 10000].")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Random seed; same seed, same bytes [default: 0].")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Random seed; same seed, same bytes [default: 0].")
+    ] = None,
     start_date: Annotated[
         dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day [default: 2018-04-01].")
     ] = None,
     bias_age_band: Annotated[
         str | None, typer.Option(help="Make this age band more often compromised (fairness testing).")
     ] = None,
-    bias_factor: Annotated[float | None, typer.Option(min=1.0, help="How much more often [default: 1].")] = None,
-    drift_day: Annotated[int | None, typer.Option(min=0, help="Day (0-based) from which behaviour drifts.")] = None,
+    bias_factor: Annotated[
+        float | None, typer.Option(min=1.0, help="How much more often [default: 1].")
+    ] = None,
+    drift_day: Annotated[
+        int | None, typer.Option(min=0, help="Day (0-based) from which behaviour drifts.")
+    ] = None,
     drift_kind: Annotated[DriftKind | None, typer.Option(help="What drifts [default: amount_shift].")] = None,
     drift_amount_factor: Annotated[
         float | None, typer.Option(min=0.0, help="Amount multiplier for amount_shift [default: 1.5].")
@@ -170,12 +180,15 @@ class OnErrorChoice(StrEnum):
 
 @app.command()
 def validate(
-    path: Annotated[str, typer.Argument(help="CSV or parquet file, or a folder of them; local path or fsspec URL.")],
+    path: Annotated[
+        str, typer.Argument(help="CSV or parquet file, or a folder of them; local path or fsspec URL.")
+    ],
     contract: Annotated[
         str, typer.Option(help="Contract name in FRAUD_CONTRACTS_DIR (simulator, handbook) or a .yaml path.")
     ] = "simulator",
     on_error: Annotated[
-        OnErrorChoice, typer.Option(help="fail: reject the dataset; quarantine: set bad rows aside, keep the rest.")
+        OnErrorChoice,
+        typer.Option(help="fail: reject the dataset; quarantine: set bad rows aside, keep the rest."),
     ] = OnErrorChoice.fail,
     out: Annotated[
         Path | None, typer.Option(help="Write the validated data, quarantine, report and manifest here.")

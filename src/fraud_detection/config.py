@@ -21,13 +21,12 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class Settings(BaseSettings):
     """Where things live and how to log; every field can be set as ``FRAUD_<NAME>``.
 
-    The defaults are the embedded local profile (files under ``data/``, contracts under
-    ``configs/contract``), relative to the working directory the commands run in.
+    The defaults are the embedded local profile (contracts under ``configs/contract``, relative
+    to the working directory the commands run in).
     """
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", frozen=True)
 
-    data_dir: Path = Path("data")
     contracts_dir: Path = Path("configs/contract")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
@@ -37,9 +36,12 @@ def format_validation_error(err: ValidationError) -> str:
     """One line per problem: the dotted field, the bad value and what was expected."""
     lines = []
     for problem in err.errors():
-        location = ".".join(str(part) for part in problem["loc"]) or "(root)"
-        value = problem.get("input")
-        lines.append(f"{location}={value!r}: {problem['msg']}")
+        location = ".".join(str(part) for part in problem["loc"])
+        if not location:  # a whole-object rule: its message already names what is wrong
+            lines.append(problem["msg"])
+            continue
+        value = repr(problem.get("input"))
+        lines.append(f"{location}={value if len(value) <= 80 else value[:77] + '...'}: {problem['msg']}")
     return "; ".join(lines)
 
 

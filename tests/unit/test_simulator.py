@@ -291,7 +291,9 @@ def test_new_fraud_pattern_drift_adds_scenario4_from_the_drift_day() -> None:
     assert days.min() >= DRIFT_DAY
     # The handbook's 3 a day per 5,000 customers, scaled: 200 customers give 0.12 a day.
     n_compromised = s4.groupby(days)["customer_id"].nunique().sum()
-    expected = (DRIFT["n_days"] * 3 * DRIFT["n_customers"]) // 5000 - (DRIFT_DAY * 3 * DRIFT["n_customers"]) // 5000
+    expected = (DRIFT["n_days"] * 3 * DRIFT["n_customers"]) // 5000 - (
+        DRIFT_DAY * 3 * DRIFT["n_customers"]
+    ) // 5000
     assert n_compromised == expected
     assert (s4["event_timestamp"].dt.hour < 6).all()
     assert s4["amount"].between(1, 5).all()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd

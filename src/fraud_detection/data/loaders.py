@@ -1,9 +1,10 @@
 """Read raw transactions through a contract: CSV or parquet, one file or a folder, local or fsspec URL.
 
-Reading renames source columns to canonical names and applies only lossless dtype normalisations
-(narrow ints widened, ints to float where the contract wants float, timestamps to naive UTC
-microseconds, categorical and Arrow strings to Python strings). Anything else is left as it came so
-the schema's ``dtype`` check reports it instead of a silent cast hiding it.
+Reading renames source columns to canonical names and applies only safe dtype normalisations:
+narrow ints widened, ints to float where the contract wants float, timestamps to naive UTC at the
+contract's microsecond resolution (finer digits are truncated), categorical and Arrow strings to
+Python strings. Anything else is left as it came, so the schema's ``dtype`` check reports it
+instead of a silent cast hiding it.
 
 A folder holding a ``manifest.json`` (see ``raw_store``) is read exactly as its manifest lists it,
 and each file's SHA-256 and row count are checked first.
@@ -22,8 +23,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from fraud_detection.data.contract import Contract, DType
-from fraud_detection.errors import DataIntegrityError, DataSourceError
+from fraud_detection.data.contract import ColumnSpec, Contract, DType
+from fraud_detection.errors import DataContractError, DataIntegrityError, DataSourceError
 from fraud_detection.utils.io import sha256_bytes
 
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
@@ -77,31 +78,53 @@ def resolve_source(source: str) -> tuple[fsspec.AbstractFileSystem, RawSource]:
     return fs, RawSource(root=root, files=files, is_dir=True)
 
 
-def _read_csv(data: bytes, contract: Contract) -> pa.Table:
-    # CSV carries no types: read the declared string columns as strings, let Arrow infer the rest.
-    strings = {c.source_name: pa.string() for c in contract.columns if c.dtype == DType.STRING}
-    options = pacsv.ConvertOptions(column_types=strings, strings_can_be_null=True)
-    return pacsv.read_csv(io.BytesIO(data), convert_options=options)
+def _parse_timestamps(values: pd.Series, spec: ColumnSpec, path: str) -> pd.Series:
+    """ISO 8601 text to naive UTC microseconds: offsets converted to UTC, naive values taken as UTC."""
+    parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    bad = parsed.isna() & values.notna()
+    if bad.any():
+        column = spec.name if spec.source_name == spec.name else f"{spec.name} (source {spec.source_name!r})"
+        samples = ", ".join(repr(v) for v in values[bad].head(5))
+        raise DataContractError(
+            f"file {path!r}: column {column}: {int(bad.sum())} value(s) cannot be parsed as ISO 8601 "
+            f"timestamps (rows {bad[bad].index[:5].tolist()}, 0-based): {samples}"
+        )
+    return parsed.dt.tz_localize(None).astype("datetime64[us]")
+
+
+def _read_csv(data: bytes, path: str, contract: Contract) -> pa.Table:
+    # CSV carries no types: read the declared string and datetime columns as text, let Arrow infer
+    # the rest, then parse the datetime columns explicitly (Arrow's inference leaves date-only or
+    # mixed naive/offset values as text, which the schema would only report as a wrong dtype).
+    text = {c.source_name: pa.string() for c in contract.columns if c.dtype in (DType.STRING, DType.DATETIME)}
+    options = pacsv.ConvertOptions(column_types=text, strings_can_be_null=True)
+    table = pacsv.read_csv(io.BytesIO(data), convert_options=options)
+    for spec in contract.columns:
+        if spec.dtype == DType.DATETIME and spec.source_name in table.column_names:
+            index = table.column_names.index(spec.source_name)
+            parsed = _parse_timestamps(table.column(index).to_pandas(), spec, path)
+            table = table.set_column(index, spec.source_name, pa.array(parsed, type=pa.timestamp("us")))
+    return table
 
 
 def _read_table(data: bytes, path: str, contract: Contract) -> pa.Table:
     try:
         if path.endswith(".csv"):
-            return _read_csv(data, contract)
-        return pq.read_table(io.BytesIO(data))
+            return _read_csv(data, path, contract)
+        return pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as err:
-        raise DataSourceError(f"file {path!r} cannot be read as {PurePosixPath(path).suffix[1:]}: {err}") from err
+        kind = PurePosixPath(path).suffix[1:]
+        raise DataSourceError(f"file {path!r} cannot be read as {kind}: {err}") from err
 
 
-def _check_integrity(path: str, data: bytes, entry: dict, rows: int) -> None:
+def _check_integrity(path: str, data: bytes, entry: dict) -> None:
+    # Checked before parsing, so a tampered file is never handed to a parser.
     digest = sha256_bytes(data)
     if digest != entry["sha256"]:
         raise DataIntegrityError(
             f"file {path!r} has sha256 {digest}, but the manifest records {entry['sha256']}: "
             "the raw data was changed after it was written"
         )
-    if rows != entry["rows"]:
-        raise DataIntegrityError(f"file {path!r} has {rows} rows, but the manifest records {entry['rows']}")
 
 
 def _normalise(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
@@ -110,7 +133,7 @@ def _normalise(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             continue
         column = frame[spec.name]
         kind = column.dtype.kind
-        if spec.dtype == DType.DATETIME and kind == "M":
+        if spec.dtype == DType.DATETIME and kind == "M" and column.dtype != "datetime64[us]":
             if getattr(column.dt, "tz", None) is not None:
                 column = column.dt.tz_convert("UTC").dt.tz_localize(None)
             frame[spec.name] = column.astype("datetime64[us]")
@@ -136,16 +159,17 @@ def read_transactions(source: str, contract: Contract) -> tuple[pd.DataFrame, Ra
                 data = handle.read()
         except FileNotFoundError as err:
             raise DataIntegrityError(f"file {path!r} listed in the manifest is missing") from err
-        table = _read_table(data, path, contract)
         entry = entries.get(path.removeprefix(root_prefix))
         if entry is not None:
-            _check_integrity(path, data, entry, table.num_rows)
+            _check_integrity(path, data, entry)
+        table = _read_table(data, path, contract)
         tables.append(table)
     try:
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise DataSourceError(f"the files under {str(source)!r} have incompatible columns: {err}") from err
-    frame = table.to_pandas(types_mapper=None, self_destruct=True)
+    frame = table.to_pandas()
     mapping = contract.source_to_canonical
-    frame = frame.rename(columns={c: mapping[c] for c in frame.columns if c in mapping})
-    return _normalise(frame.reset_index(drop=True), contract), raw_source
+    # Relabel in place: rename() and reset_index() would each copy every column.
+    frame.columns = [mapping.get(column, column) for column in frame.columns]
+    return _normalise(frame, contract), raw_source

@@ -33,7 +33,16 @@ from fraud_detection.data.validators import Violation
 from fraud_detection.errors import DataQualityError
 
 _PSI_EPSILON = 1e-4
-_LEAKAGE_SAMPLE = 200_000
+# Row samples bound the cost of rank- and quantile-based statistics on big inputs; both are
+# estimates whose sampling error at this size is far below the thresholds they are compared with.
+_SAMPLE_ROWS = 100_000
+
+
+def _sample_rows(n: int) -> np.ndarray | slice:
+    """Seeded row positions (with replacement) when ``n`` is large, else every row."""
+    if n <= _SAMPLE_ROWS:
+        return slice(None)
+    return np.random.default_rng(0).integers(0, n, size=_SAMPLE_ROWS)
 
 
 class CheckResult(BaseModel):
@@ -134,7 +143,9 @@ def _missing_days(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **_
     )
 
 
-def _freshness(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, as_of: dt.datetime, **_) -> CheckResult:
+def _freshness(
+    frame: pd.DataFrame, contract: Contract, days: _Days, cfg, as_of: dt.datetime, **_
+) -> CheckResult:
     latest = frame[EVENT_TIMESTAMP].max()
     age = pd.Timestamp(as_of) - latest
     return CheckResult(
@@ -155,14 +166,19 @@ def _volume(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **_) -> C
     ratio = counts / median
     too_few = counts < cfg.min_rows_per_day
     off = (ratio - 1).abs() > cfg.tolerance
-    details = [f"{days.label(present[i])}: {int(counts[i])} rows < {cfg.min_rows_per_day}" for i in np.flatnonzero(too_few)]
+    details = [
+        f"{days.label(present[i])}: {int(counts[i])} rows < {cfg.min_rows_per_day}"
+        for i in np.flatnonzero(too_few)
+    ]
     details += [
         f"{days.label(present[i])}: {int(counts[i])} rows, {ratio[i]:.2f}x the trailing median"
         for i in np.flatnonzero(off & ~too_few)
     ]
     judged = ratio.dropna()
     observed = (
-        f"daily rows / trailing median in [{judged.min():.2f}, {judged.max():.2f}]" if len(judged) else "no day judged"
+        f"daily rows / trailing median in [{judged.min():.2f}, {judged.max():.2f}]"
+        if len(judged)
+        else "no day judged"
     )
     return CheckResult(
         name="volume",
@@ -183,7 +199,10 @@ def _fraud_rate(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **_) 
     details = []
     if not cfg.min <= rate <= cfg.max:
         details.append(f"overall rate {rate:.5f} outside [{cfg.min}, {cfg.max}]")
-    details += [f"{days.label(d)}: daily rate {daily[d]:.4f} > {cfg.max_daily}" for d in np.flatnonzero(daily > cfg.max_daily)]
+    details += [
+        f"{days.label(d)}: daily rate {daily[d]:.4f} > {cfg.max_daily}"
+        for d in np.flatnonzero(daily > cfg.max_daily)
+    ]
     return CheckResult(
         name="fraud_rate",
         severity=cfg.severity,
@@ -205,10 +224,12 @@ def _amount_distribution(frame: pd.DataFrame, contract: Contract, days: _Days, c
     amounts = frame[AMOUNT].to_numpy()
     mean = float(amounts.mean())
     # Shared decile edges over the whole dataset, so every day is binned the same way.
-    edges = np.unique(np.quantile(amounts, np.linspace(0, 1, cfg.bins + 1)[1:-1]))
+    edges = np.unique(np.quantile(amounts[_sample_rows(len(amounts))], np.linspace(0, 1, cfg.bins + 1)[1:-1]))
     bins = np.searchsorted(edges, amounts, side="right")
     n_bins = len(edges) + 1
-    per_day = np.bincount(days.index * n_bins + bins, minlength=days.n_days * n_bins).reshape(days.n_days, n_bins)
+    per_day = np.bincount(days.index * n_bins + bins, minlength=days.n_days * n_bins).reshape(
+        days.n_days, n_bins
+    )
     reference = days.trailing(per_day, cfg.window_days)
     psi = population_stability_index(reference, per_day)
     history_days = days.trailing((days.counts > 0).astype(float)[:, None], cfg.window_days)[:, 0]
@@ -216,7 +237,10 @@ def _amount_distribution(frame: pd.DataFrame, contract: Contract, days: _Days, c
     details = []
     if not cfg.mean_min <= mean <= cfg.mean_max:
         details.append(f"mean amount {mean:.2f} outside [{cfg.mean_min}, {cfg.mean_max}]")
-    details += [f"{days.label(d)}: PSI {psi[d]:.3f} > {cfg.max_psi}" for d in np.flatnonzero(judged & (psi > cfg.max_psi))]
+    details += [
+        f"{days.label(d)}: PSI {psi[d]:.3f} > {cfg.max_psi}"
+        for d in np.flatnonzero(judged & (psi > cfg.max_psi))
+    ]
     worst = f"{psi[judged].max():.3f}" if judged.any() else "n/a"
     return CheckResult(
         name="amount_distribution",
@@ -234,12 +258,18 @@ def _referential(
     name = f"referential({cfg.column})"
     expected = f"every {cfg.column} in {cfg.table}:{cfg.key}"
     if reference_root is None:
-        return CheckResult(name=name, severity=cfg.severity, passed=False, observed="no dataset folder", expected=expected)
+        return CheckResult(
+            name=name, severity=cfg.severity, passed=False, observed="no dataset folder", expected=expected
+        )
     fs, root = fsspec.core.url_to_fs(reference_root)
     table_path = str(PurePosixPath(root) / cfg.table)
     if not fs.exists(table_path):
         return CheckResult(
-            name=name, severity=cfg.severity, passed=False, observed=f"{table_path!r} not found", expected=expected
+            name=name,
+            severity=cfg.severity,
+            passed=False,
+            observed=f"{table_path!r} not found",
+            expected=expected,
         )
     with fs.open(table_path, "rb") as handle:
         keys = pd.read_parquet(handle, columns=[cfg.key])[cfg.key]
@@ -266,12 +296,14 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float:
 
 
 def _label_leakage(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **_) -> CheckResult:
-    numeric = [c.name for c in contract.columns if c.role == "feature" and c.dtype in (DType.INT64, DType.FLOAT64)]
-    sample = frame if len(frame) <= _LEAKAGE_SAMPLE else frame.sample(_LEAKAGE_SAMPLE, random_state=0)
-    labels = sample[LABEL].to_numpy()
+    numeric = [
+        c.name for c in contract.columns if c.role == "feature" and c.dtype in (DType.INT64, DType.FLOAT64)
+    ]
+    rows = _sample_rows(len(frame))
+    labels = frame[LABEL].to_numpy()[rows]
     aucs = {}
     for column in numeric:
-        values = sample[column].to_numpy(dtype=float)
+        values = frame[column].to_numpy(dtype=float)[rows]
         auc = _auc(values, labels)
         aucs[column] = max(auc, 1 - auc)
     failing = {c: a for c, a in aucs.items() if a > cfg.max_auc}
@@ -280,7 +312,9 @@ def _label_leakage(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **
         name="label_leakage",
         severity=cfg.severity,
         passed=not failing,
-        observed=f"highest single-column AUC {aucs[worst]:.3f} ({worst!r})" if worst else "no numeric model inputs",
+        observed=f"highest single-column AUC {aucs[worst]:.3f} ({worst!r})"
+        if worst
+        else "no numeric model inputs",
         expected=f"no model input alone separates {LABEL} with AUC > {cfg.max_auc}",
         details=[f"{column}: AUC {auc:.3f}" for column, auc in failing.items()],
     )

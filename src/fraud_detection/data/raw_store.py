@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,16 +48,26 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 def content_digest(frame: pd.DataFrame) -> str:
     """A stable hash of a dataset's content, independent of file layout, partitioning and row order.
 
-    Columns are taken in name order and rows in ``transaction_id`` order; each row is hashed with
-    pandas' stable row hash and the sequence of row hashes, column names and dtypes is SHA-256'd.
+    Rows are taken in ``transaction_id`` order and columns in name order. Each column contributes
+    its name, dtype and values: the raw little-endian bytes of a numeric or datetime column (no
+    per-row work), or pandas' stable per-value hash of a string column.
     """
-    columns = sorted(frame.columns)
-    ordered = frame[columns]
-    if TRANSACTION_ID in ordered and not ordered[TRANSACTION_ID].is_monotonic_increasing:
-        ordered = ordered.sort_values(TRANSACTION_ID, kind="stable")
+    order = None
+    if TRANSACTION_ID in frame and not frame[TRANSACTION_ID].is_monotonic_increasing:
+        order = np.argsort(frame[TRANSACTION_ID].to_numpy(), kind="stable")
     digest = hashlib.sha256()
-    digest.update(json.dumps([[c, str(ordered[c].dtype)] for c in columns]).encode())
-    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    for column in sorted(frame.columns):
+        values = frame[column].to_numpy()
+        if order is not None:
+            values = values[order]
+        digest.update(f"{column}\x00{values.dtype.str}\x00".encode())
+        if values.dtype == object:
+            values = pd.util.hash_array(values)
+        elif values.dtype.kind in "mM":
+            values = values.view(np.int64)
+        digest.update(
+            memoryview(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))).cast("B")
+        )
     return f"sha256:{digest.hexdigest()}"
 
 
@@ -138,7 +149,12 @@ def write_raw_dataset(
             written += 1
         else:
             unchanged += 1
-        partitions[relative] = {"path": relative, "date": day, "rows": len(part), "sha256": sha256_bytes(data)}
+        partitions[relative] = {
+            "path": relative,
+            "date": day,
+            "rows": len(part),
+            "sha256": sha256_bytes(data),
+        }
         if progress is not None:
             progress(done, total)
 
@@ -152,7 +168,12 @@ def write_raw_dataset(
             written += 1
         else:
             unchanged += 1
-        reference_entries[name] = {"name": name, "path": relative, "rows": len(table), "sha256": sha256_bytes(data)}
+        reference_entries[name] = {
+            "name": name,
+            "path": relative,
+            "rows": len(table),
+            "sha256": sha256_bytes(data),
+        }
         if progress is not None:
             progress(done, total)
 

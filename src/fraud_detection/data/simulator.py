@@ -394,7 +394,9 @@ def _apply_scenario3(
 
 def _scenario4(rng: np.random.Generator, config: SimulatorConfig, drift_day: int) -> _Transactions:
     """New fraud pattern: bursts of small night-time transactions on arbitrary terminals."""
-    counts = _daily_counts(_SCENARIO4_CUSTOMERS_PER_DAY, config.n_customers, _HANDBOOK_CUSTOMERS, config.n_days)
+    counts = _daily_counts(
+        _SCENARIO4_CUSTOMERS_PER_DAY, config.n_customers, _HANDBOOK_CUSTOMERS, config.n_days
+    )
     days = np.arange(drift_day, config.n_days, dtype=np.int64)
     customers = np.concatenate(
         [rng.choice(config.n_customers, size=counts[d], replace=False) for d in days]

@@ -79,8 +79,27 @@ class SchemaValidation:
     violations: list[Violation]
 
 
+def _duplicated(values: pd.Series) -> pd.Series:
+    """True for every copy of a repeated value.
+
+    Ids usually arrive sorted; then copies are neighbours and one O(n) pass finds them, several
+    times faster than the hash table pandera's ``unique=True`` builds.
+    """
+    if values.is_monotonic_increasing:
+        array = values.to_numpy()
+        same_as_next = np.zeros(len(array), dtype=bool)
+        same_as_next[:-1] = array[1:] == array[:-1]
+        return pd.Series(same_as_next | np.roll(same_as_next, 1), index=values.index)
+    return values.duplicated(keep=False)
+
+
+def _unique() -> pa.Check:
+    # Named like pandera's own uniqueness check, so reports read the same either way.
+    return pa.Check(lambda s: ~_duplicated(s), name="field_uniqueness")
+
+
 def _not_in_future(limit: pd.Timestamp) -> pa.Check:
-    return pa.Check(lambda s: s <= limit, name="not_in_future", error=f"event_timestamp <= {limit}")
+    return pa.Check(lambda s: s <= limit, name="not_in_future")
 
 
 def _column_checks(spec: ColumnSpec) -> list[pa.Check]:
@@ -117,31 +136,51 @@ def build_raw_schema(contract: Contract, *, as_of: dt.datetime) -> pa.DataFrameS
         checks = _column_checks(spec)
         if spec.role == Role.TIMESTAMP:
             checks.append(_not_in_future(limit))
+        if spec.role == Role.ID:
+            checks.append(_unique())
         columns[spec.name] = pa.Column(
             _PANDERA_DTYPES[spec.dtype],
             checks=checks,
             # Float nulls are reported by `not_nan` instead, so one bad value trips one check.
             nullable=spec.nullable or spec.dtype == DType.FLOAT64,
-            unique=spec.role == Role.ID,
             required=True,
         )
     return pa.DataFrameSchema(
         columns,
-        checks=[pa.Check(lambda frame: len(frame) > 0, name="not_empty", error="at least one row")],
+        checks=[pa.Check(lambda frame: len(frame) > 0, name="not_empty")],
         strict=True,
         coerce=False,
-        name=f"RawTransactions[{contract.name}]",
     )
 
 
-def _format_value(value: object) -> str:
-    if isinstance(value, float) and np.isnan(value):
-        return "NaN"
-    return repr(value.item() if isinstance(value, np.generic) else value)
+def _format_value(value: object, spec: ColumnSpec | None) -> str:
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float):
+        if np.isnan(value):
+            return "NaN"
+        # pandera's failure-case column is shared by every check, so ints may arrive as floats.
+        if spec is not None and spec.dtype == DType.INT64 and value.is_integer():
+            return repr(int(value))
+    return repr(value)
+
+
+def _one_check_per_fault(cases: pd.DataFrame) -> pd.DataFrame:
+    """Drop the knock-on failures pandera also reports, so each fault names one check.
+
+    A column of the wrong dtype fails every value check too, and an Infinity also fails the range
+    checks; the dtype and ``finite`` failures are the ones that explain them.
+    """
+    wrong_dtype = set(cases.loc[cases["check"].str.startswith("dtype("), "column"])
+    knock_on = cases["column"].isin(wrong_dtype) & ~cases["check"].str.startswith("dtype(")
+    is_range = cases["check"].str.startswith(("greater_than", "less_than"))
+    values = pd.to_numeric(cases["failure_case"], errors="coerce")
+    knock_on |= is_range & np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+    return cases.loc[~knock_on]
 
 
 def _violations_from(failure_cases: pd.DataFrame, contract: Contract) -> list[Violation]:
     canonical_to_source = {c.name: c.source_name for c in contract.columns}
+    specs = {c.name: c for c in contract.columns}
     cases = failure_cases.copy()
     cases["column"] = cases["column"].where(cases["column"].notna(), None)
     violations = []
@@ -169,7 +208,7 @@ def _violations_from(failure_cases: pd.DataFrame, contract: Contract) -> list[Vi
                 source_column=canonical_to_source.get(column_name) if column_name else None,
                 check=str(check),
                 count=len(group),
-                failing_values=[_format_value(v) for v in values],
+                failing_values=[_format_value(v, specs.get(column_name)) for v in values],
                 rows=sorted(int(i) for i in rows.head(_SAMPLE_ROWS)),
             )
         )
@@ -194,6 +233,7 @@ def validate_transactions(
     else:
         return SchemaValidation(frame, frame.iloc[:0].assign(**{QUARANTINE_REASONS: []}), [])
 
+    failure_cases = _one_check_per_fault(failure_cases)
     violations = _violations_from(failure_cases, contract)
     row_cases = failure_cases[failure_cases["index"].notna()]
     structural = [v for v in violations if v.check.startswith(("column_in_", "dtype(", "not_empty"))]
