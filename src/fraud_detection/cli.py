@@ -205,7 +205,7 @@ def validate(
 
     settings = _settings()
     loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
-    reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None)
+    reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None, microsecond=0)
     try:
         result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)
     except DataContractError as err:

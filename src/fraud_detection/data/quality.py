@@ -225,7 +225,11 @@ def _amount_distribution(frame: pd.DataFrame, contract: Contract, days: _Days, c
     mean = float(amounts.mean())
     # Shared decile edges over the whole dataset, so every day is binned the same way.
     edges = np.unique(np.quantile(amounts[_sample_rows(len(amounts))], np.linspace(0, 1, cfg.bins + 1)[1:-1]))
-    bins = np.searchsorted(edges, amounts, side="right")
+    # Bin = number of edges <= value (searchsorted's "right" side); a few vectorised comparisons
+    # against ~10 edges are several times faster than a binary search per row.
+    bins = np.zeros(len(amounts), dtype=np.int64)
+    for edge in edges:
+        bins += amounts >= edge
     n_bins = len(edges) + 1
     per_day = np.bincount(days.index * n_bins + bins, minlength=days.n_days * n_bins).reshape(
         days.n_days, n_bins

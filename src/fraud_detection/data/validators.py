@@ -227,7 +227,7 @@ def validate_transactions(
     """
     schema = build_raw_schema(contract, as_of=as_of)
     try:
-        schema.validate(frame, lazy=True)
+        schema.validate(frame, lazy=True, inplace=True)  # coerce=False: nothing is changed; no copy
     except pa.errors.SchemaErrors as err:
         failure_cases = err.failure_cases
     else:
