@@ -200,11 +200,13 @@ def validate(
 ) -> None:
     """Validate a dataset against its contract and run the quality gate; exit 0 only if it passes."""
     from fraud_detection.data.contract import load_contract
-    from fraud_detection.data.ingest import validate_dataset, write_report, write_validated
     from fraud_detection.errors import DataContractError
 
     settings = _settings()
     loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
+    # Imported after the contract is known good: a usage error should not wait for pandas.
+    from fraud_detection.data.ingest import validate_dataset, write_report, write_validated
+
     reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None, microsecond=0)
     try:
         result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,9 @@ REFERENCE_DIR = "reference"
 MANIFEST_FORMAT = 1
 
 
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """Serialise ``frame`` to parquet deterministically (fixed compression, no index)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def parquet_bytes(data: pd.DataFrame | pa.Table) -> bytes:
+    """Serialise a frame or Arrow table to parquet deterministically (fixed compression, no index)."""
+    table = pa.Table.from_pandas(data, preserve_index=False) if isinstance(data, pd.DataFrame) else data
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", compression_level=3)
     return buffer.getvalue()
@@ -69,6 +70,26 @@ def content_digest(frame: pd.DataFrame) -> str:
             memoryview(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))).cast("B")
         )
     return f"sha256:{digest.hexdigest()}"
+
+
+def _daily_tables(transactions: pd.DataFrame) -> list[tuple[str, pa.Table]]:
+    """Split ``transactions`` into one Arrow table per calendar day of ``event_timestamp``.
+
+    One conversion to Arrow, then zero-copy slices: rows are put in day order first (a stable
+    sort, skipped when they already are, as time-sorted data is).
+    """
+    days = transactions[EVENT_TIMESTAMP].to_numpy().astype("datetime64[D]")
+    if len(days) == 0:
+        return []
+    if (days[1:] < days[:-1]).any():
+        order = np.argsort(days, kind="stable")
+        transactions, days = transactions.iloc[order], days[order]
+    table = pa.Table.from_pandas(transactions, preserve_index=False)
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    ends = np.r_[starts[1:], len(days)]
+    return [
+        (str(days[start]), table.slice(start, end - start)) for start, end in zip(starts, ends, strict=True)
+    ]
 
 
 def write_immutable(path: Path, data: bytes) -> bool:
@@ -135,49 +156,39 @@ def write_raw_dataset(
                 "raw data is immutable: write to a new folder"
             )
 
-    days = transactions[EVENT_TIMESTAMP].dt.strftime("%Y-%m-%d")
-    groups = list(transactions.groupby(days, sort=True))
-    references = dict(references or {})
-    total = len(groups) + len(references)
-    written = unchanged = 0
-
-    partitions: dict[str, dict[str, Any]] = {e["path"]: e for e in (previous or {}).get("partitions", [])}
-    for done, (day, part) in enumerate(groups, start=1):
+    # (relative path, Arrow table, manifest entry) for every file; the entries get their sha256
+    # once the file is written.
+    files: list[tuple[str, pa.Table, dict[str, Any]]] = []
+    for day, table in _daily_tables(transactions):
         relative = f"{PARTITIONS_DIR}/{day}.parquet"
-        data = parquet_bytes(part.reset_index(drop=True))
-        if write_immutable(out_dir / relative, data):
-            written += 1
-        else:
-            unchanged += 1
-        partitions[relative] = {
-            "path": relative,
-            "date": day,
-            "rows": len(part),
-            "sha256": sha256_bytes(data),
-        }
-        if progress is not None:
-            progress(done, total)
-
-    reference_entries: dict[str, dict[str, Any]] = {
-        e["name"]: e for e in (previous or {}).get("references", [])
-    }
-    for done, (name, table) in enumerate(sorted(references.items()), start=len(groups) + 1):
+        files.append((relative, table, {"path": relative, "date": day, "rows": table.num_rows}))
+    n_partitions = len(files)
+    for name, frame in sorted((references or {}).items()):
         relative = f"{REFERENCE_DIR}/{name}.parquet"
-        data = parquet_bytes(table.reset_index(drop=True))
-        if write_immutable(out_dir / relative, data):
-            written += 1
-        else:
-            unchanged += 1
-        reference_entries[name] = {
-            "name": name,
-            "path": relative,
-            "rows": len(table),
-            "sha256": sha256_bytes(data),
-        }
-        if progress is not None:
-            progress(done, total)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        files.append((relative, table, {"name": name, "path": relative, "rows": table.num_rows}))
 
-    if previous and len(partitions) > len(groups):
+    def write(relative: str, table: pa.Table) -> tuple[str, bool]:
+        data = parquet_bytes(table)
+        return sha256_bytes(data), write_immutable(out_dir / relative, data)
+
+    written = unchanged = 0
+    # Parquet encoding and fsync release the GIL: a few threads overlap them across files.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(write, relative, table) for relative, table, _ in files]
+        for done, (future, (_, _, entry)) in enumerate(zip(futures, files, strict=True), start=1):
+            entry["sha256"], was_written = future.result()
+            written += was_written
+            unchanged += not was_written
+            if progress is not None:
+                progress(done, len(files))
+
+    partitions = {e["path"]: e for e in (previous or {}).get("partitions", [])}
+    partitions.update({entry["path"]: entry for _, _, entry in files[:n_partitions]})
+    reference_entries = {e["name"]: e for e in (previous or {}).get("references", [])}
+    reference_entries.update({entry["name"]: entry for _, _, entry in files[n_partitions:]})
+
+    if previous and len(partitions) > n_partitions:
         # Appending to an existing dataset: the digest covers every partition the manifest lists.
         frames = [pd.read_parquet(out_dir / entry["path"]) for entry in partitions.values()]
         digest = content_digest(pd.concat(frames, ignore_index=True))
