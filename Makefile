@@ -43,6 +43,7 @@ test: install
 bench: install
 	$(VENV)/bin/python bench/bench_simulator.py
 	$(VENV)/bin/python bench/bench_validation.py
+	$(VENV)/bin/python bench/bench_cli_startup.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
