@@ -75,3 +75,13 @@ def handbook_contract():
     from fraud_detection.data.contract import load_contract
 
     return load_contract("handbook", CONTRACTS_DIR)
+
+
+_TIERS = {"unit", "integration", "model"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to exactly one tier, so `-m unit|integration|model` partitions the suite."""
+    untiered = [item.nodeid for item in items if len(_TIERS & {m.name for m in item.iter_markers()}) != 1]
+    if untiered:
+        raise pytest.UsageError(f"tests without exactly one tier marker {sorted(_TIERS)}: {untiered[:5]}")

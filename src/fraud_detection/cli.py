@@ -202,6 +202,8 @@ def validate(
     from fraud_detection.data.contract import load_contract
     from fraud_detection.errors import DataContractError
 
+    if on_error == OnErrorChoice.quarantine and out is None:
+        raise _fail("--on-error quarantine needs --out DIR, where the quarantined rows are written", 2)
     settings = _settings()
     loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
     # Imported after the contract is known good: a usage error should not wait for pandas.
@@ -209,7 +211,8 @@ def validate(
 
     reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None, microsecond=0)
     try:
-        result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)
+        with _progress("validating"):
+            result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)
     except DataContractError as err:
         if err.report is not None:
             _print_report(err.report)

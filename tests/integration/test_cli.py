@@ -207,6 +207,17 @@ def test_an_unknown_contract_lists_the_available_ones(tmp_path: Path) -> None:
         assert part in errors[0], (part, errors[0])
 
 
+def test_quarantine_without_an_output_folder_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "tx.parquet"
+    make_transactions(50).to_parquet(path, index=False)
+
+    result = fraud("validate", str(path), "--on-error", "quarantine")
+
+    assert result.returncode == 2, _explain(result)
+    errors = _error_lines(result)
+    assert len(errors) == 1 and "--out" in errors[0], _explain(result)
+
+
 @pytest.mark.slow
 def test_a_missing_input_path_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "missing.parquet"
