@@ -146,6 +146,10 @@ def simulate(
     from fraud_detection.data.ingest import simulate_to_folder
     from fraud_detection.data.simulator import SimulatorConfig
 
+    if bias_factor is not None and bias_age_band is None:
+        raise _fail("--bias-factor needs --bias-age-band (the band it applies to)", 2)
+    if (drift_kind is not None or drift_amount_factor is not None) and drift_day is None:
+        raise _fail("--drift-kind and --drift-amount-factor need --drift-day (when the drift starts)", 2)
     try:
         # Only what was given is passed: the defaults live once, in SimulatorConfig.
         options = {
@@ -167,7 +171,7 @@ def simulate(
         result = _run(lambda: simulate_to_folder(config, out, progress=progress))
     manifest = result.manifest
     typer.echo(
-        f"simulated {manifest['rows']} transactions in {len(manifest['partitions'])} daily partitions "
+        f"simulated {manifest.rows} transactions in {len(manifest.partitions)} daily partitions "
         f"({result.files_written} written, {result.files_unchanged} unchanged)"
     )
     typer.echo(f"manifest: {result.manifest_path}")
@@ -207,30 +211,30 @@ def validate(
     settings = _settings()
     loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
     # Imported after the contract is known good: a usage error should not wait for pandas.
-    from fraud_detection.data.ingest import validate_dataset, write_report, write_validated
+    from fraud_detection.data.ingest import publish, validate_dataset
+    from fraud_detection.data.quality import gate
 
+    if as_of is not None and as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.UTC)  # an offset is converted, never dropped
     reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None, microsecond=0)
     try:
         with _progress("validating"):
             result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)
     except DataContractError as err:
-        if err.report is not None:
-            _print_report(err.report)
+        failed_report = err.report
+        if failed_report is not None:
+            _print_report(failed_report)
             if out is not None:
-                typer.echo(f"report: {write_report(err.report, out)[0]}")
+                typer.echo(f"report: {_run(lambda: publish(failed_report, out))}")
         _exit_on(err)
     except FraudDetectionError as err:
         _exit_on(err)
     _print_report(result.report)
     if out is not None:
-        if result.report.passed:
-            typer.echo(f"manifest: {write_validated(result, out)}")
-        else:
-            typer.echo(f"report: {write_report(result.report, out)[0]}")
-    if not result.report.passed:
-        from fraud_detection.data.quality import gate
-
-        _run(lambda: gate(result.report))
+        typer.echo(
+            f"{'manifest' if result.report.passed else 'report'}: {_run(lambda: publish(result.report, out, result))}"
+        )
+    _run(lambda: gate(result.report))
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
@@ -258,3 +262,76 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
         f"{report.n_input_rows} rows read, {report.n_valid_rows} valid, {report.n_quarantined_rows} quarantined; "
         f"digest {report.content_digest or '-'}"
     )
+
+
+# --- fraud features: the Feast feature store ------------------------------------------------------
+
+features_app = typer.Typer(
+    name="features",
+    help="Feature tables and the Feast feature store (FRAUD_FEAST_CONFIG, FRAUD_FEATURE_STORE_DIR).",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
+
+_FeaturesDir = Annotated[
+    Path, typer.Option("--features-dir", help="Feature tables written by `fraud features build --out`.")
+]
+_FeatureConfigPath = Annotated[Path, typer.Option("--feature-config", help="Feature definitions (YAML).")]
+
+
+def _open_feature_store(features_dir: Path, feature_config: Path):  # type: ignore[no-untyped-def]
+    """Load the feature config and the store settings once, and open the store (heavy imports here)."""
+    from pydantic import ValidationError
+
+    from fraud_detection.config import format_validation_error
+    from fraud_detection.features import store
+    from fraud_detection.features.engineering import load_feature_config
+
+    config = _run(lambda: load_feature_config(feature_config))
+    try:
+        settings = store.FeatureStoreSettings()
+    except ValidationError as err:
+        raise _fail(f"invalid feature store settings: {format_validation_error(err)}", 2) from None
+    return store, _run(lambda: store.open_store(settings, features_dir, config))
+
+
+@features_app.command("apply")
+def features_apply(
+    features_dir: _FeaturesDir = Path("data/features"),
+    feature_config: _FeatureConfigPath = Path("configs/features/default.yaml"),
+) -> None:
+    """Register the entities, feature views and the fraud_v1 service in the Feast registry."""
+    store, handle = _open_feature_store(features_dir, feature_config)
+    with handle:
+        _run(lambda: store.apply(handle))
+    typer.echo(f"applied feature service fraud_v1 to project {handle.feast.project!r}")
+
+
+@features_app.command("materialize")
+def features_materialize(
+    end: Annotated[dt.datetime, typer.Option(help="Materialise rows up to this time (UTC).")],
+    start: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            help="Window start (UTC). With --incremental: backfill start for never-materialised views."
+        ),
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Continue each view from where it last stopped.")
+    ] = False,
+    features_dir: _FeaturesDir = Path("data/features"),
+    feature_config: _FeatureConfigPath = Path("configs/features/default.yaml"),
+) -> None:
+    """Copy each entity's latest feature row into the online store (explicit window, or incremental)."""
+    if not incremental and start is None:
+        raise _fail("--start is required unless --incremental is given", 2)
+    store, handle = _open_feature_store(features_dir, feature_config)
+    with handle:
+        if incremental:
+            backfilled = _run(lambda: store.materialize_incremental(handle, end, backfill_start=start))
+            note = f" (backfilled from {start}: {', '.join(backfilled)})" if backfilled else ""
+            typer.echo(f"materialised incrementally up to {end}{note}")
+        else:
+            assert start is not None
+            _run(lambda: store.materialize(handle, start, end))
+            typer.echo(f"materialised {start} .. {end}")

@@ -52,8 +52,11 @@ def load_yaml_config(path: Path, model: type[ModelT]) -> ModelT:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"config file {str(path)!r} does not exist") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
+        reason = " ".join(str(err).split())  # one line
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {reason}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
     try:

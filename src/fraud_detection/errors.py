@@ -24,7 +24,13 @@ class ConfigError(FraudDetectionError):
 
 
 class DataSourceError(FraudDetectionError):
-    """An input path or URL cannot be read (missing, empty folder, unsupported format)."""
+    """An input path or URL cannot be used: missing, empty folder, unsupported format or protocol."""
+
+    exit_code = 2
+
+
+class StorageError(FraudDetectionError):
+    """An output cannot be written (permissions, not a folder, disk full); nothing is published."""
 
     exit_code = 2
 
@@ -49,3 +55,11 @@ class DataQualityError(FraudDetectionError):
 
 class DataIntegrityError(FraudDetectionError):
     """Stored data does not match its manifest, or an immutable partition would be overwritten."""
+
+
+class FeatureStoreError(FraudDetectionError):
+    """The feature store failed or refused: not applied, never materialised, entity rows dropped, unreachable.
+
+    Online scoring never sees it for an unknown entity or an unreachable store (it gets default
+    features flagged as degraded instead); training, ``apply`` and ``materialize`` do.
+    """

@@ -19,7 +19,7 @@ import pytest
 from fraud_detection.data.ingest import simulate_to_folder
 from fraud_detection.data.loaders import read_transactions
 from fraud_detection.data.simulator import SimulatorConfig
-from fraud_detection.utils.io import sha256_file
+from fraud_detection.utils.io import sha256_bytes
 from tests.conftest import REPO_ROOT, make_transactions
 
 pytestmark = pytest.mark.integration
@@ -118,8 +118,10 @@ def test_simulate_then_validate_writes_the_validated_dataset(tmp_path: Path) -> 
 
     manifest = json.loads((processed / "manifest.json").read_text())
     assert manifest["rows"] == raw_manifest["rows"]
-    assert manifest["files"]["transactions.parquet"]["sha256"] == sha256_file(
-        processed / "transactions.parquet"
+    assert manifest["kind"] == "validated"
+    assert manifest["partitions"][0]["path"] == "transactions.parquet"
+    assert manifest["partitions"][0]["sha256"] == sha256_bytes(
+        (processed / "transactions.parquet").read_bytes()
     )
     assert len(pd.read_parquet(processed / "transactions.parquet")) == raw_manifest["rows"]
     # Lineage: the validated data carries the digest of the raw data it came from.
@@ -190,7 +192,7 @@ def test_quarantine_sets_the_bad_row_aside_and_passes(tmp_path: Path, simulator_
     valid = pd.read_parquet(out / "transactions.parquet")
     assert len(valid) == len(frame) - 1 and bad_id not in set(valid["transaction_id"])
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["files"]["quarantine.parquet"]["rows"] == 1
+    assert manifest["quarantine"]["rows"] == 1
 
 
 @pytest.mark.slow

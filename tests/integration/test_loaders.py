@@ -13,8 +13,9 @@ import pytest
 
 from fraud_detection.data.loaders import read_transactions
 from fraud_detection.data.raw_store import MANIFEST_NAME, write_raw_dataset
+from fraud_detection.data.validators import validate_transactions
 from fraud_detection.errors import DataContractError, DataIntegrityError, DataSourceError
-from tests.conftest import make_transactions
+from tests.conftest import AS_OF, make_transactions
 
 pytestmark = pytest.mark.integration
 
@@ -107,19 +108,42 @@ def test_unparseable_csv_timestamps_are_reported_with_their_values(
     texts = ["2024-01-01 00:00:00", "yesterday", "2024-01-01 02:00:00", "2024-13-45 00:00:00"]
     path.write_text(HEADER + "".join(f"{i},{t},1,1,1.5,0,0,18-25\n" for i, t in enumerate(texts)))
 
-    with pytest.raises(DataContractError) as info:
-        read_transactions(str(path), simulator_contract)
+    frame, source = read_transactions(str(path), simulator_contract)
 
+    # Reported lazily, with the row and value, for validation to list (and quarantine) them.
+    failures = source.load_failures
+    assert list(failures["check"]) == ["parseable_timestamp", "parseable_timestamp"]
+    assert list(failures["index"]) == [1, 3]
+    assert list(failures["failure_case"]) == ["yesterday", "2024-13-45 00:00:00"]
+    assert frame["event_timestamp"].isna().tolist() == [False, True, False, True]
+    with pytest.raises(DataContractError) as info:
+        validate_transactions(frame, simulator_contract, as_of=AS_OF, load_failures=failures)
     message = str(info.value)
     for part in (
-        str(path),
-        "event_timestamp",
-        "2 value(s)",
+        "event_timestamp: parseable_timestamp failed for 2 value(s)",
         "'yesterday'",
         "'2024-13-45 00:00:00'",
-        "[1, 3]",
     ):
         assert part in message, (part, message)
+    assert "not_nullable" not in message  # the placeholder NaT is not reported twice
+
+
+def test_nulls_in_an_integer_csv_column_are_row_level_and_quarantinable(
+    tmp_path: Path, simulator_contract
+) -> None:
+    path = tmp_path / "tx.csv"
+    rows = [f"{i},2024-01-01 0{i}:00:00,{'' if i == 2 else 1},1,1.5,0,0,18-25\n" for i in range(4)]
+    path.write_text(HEADER + "".join(rows))
+
+    frame, source = read_transactions(str(path), simulator_contract)
+
+    assert frame["customer_id"].dtype == "int64"
+    result = validate_transactions(
+        frame, simulator_contract, as_of=AS_OF, on_error="quarantine", load_failures=source.load_failures
+    )
+    assert [(v.column, v.check) for v in result.violations] == [("customer_id", "not_nullable")]
+    assert list(result.quarantined["transaction_id"]) == [2]
+    assert len(result.valid) == 3
 
 
 def test_tz_aware_timestamps_become_naive_utc_microseconds(
@@ -220,7 +244,10 @@ def test_reads_exactly_the_partitions_the_manifest_lists(
     got, source = read_transactions(str(raw_folder), simulator_contract)
 
     _assert_canonical(got, frame)
-    listed = [str(raw_folder / entry["path"]) for entry in source.manifest["partitions"]]
+    listed = [
+        str(raw_folder / entry["path"])
+        for entry in source.manifest.model_dump(mode="json", exclude_none=True)["partitions"]
+    ]
     assert source.files == listed and len(listed) == 4
     assert str(extra) not in source.files
 

@@ -35,7 +35,9 @@ CONFIG = SimulatorConfig(n_customers=200, n_terminals=400, n_days=20)
 def _snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (hidden ones included), by relative path."""
     return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
     }
 
 
@@ -44,7 +46,7 @@ def _identities(folder: Path) -> dict[str, tuple[int, int]]:
     return {
         p.relative_to(folder).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.name.startswith(".")
     }
 
 
@@ -78,7 +80,9 @@ def test_rerun_into_the_same_folder_is_a_no_op(tmp_path: Path) -> None:
 
     assert second.files_written == 0
     assert second.files_unchanged == first.files_written
-    assert second.manifest == first.manifest
+    assert second.manifest.model_dump(mode="json", exclude_none=True) == first.manifest.model_dump(
+        mode="json", exclude_none=True
+    )
     assert _snapshot(tmp_path) == before
     assert _identities(tmp_path) == identities  # nothing rewritten, not even the manifest
 
@@ -88,7 +92,7 @@ def test_a_different_config_is_refused_before_anything_is_written(tmp_path: Path
     simulate_to_folder(CONFIG, tmp_path)
     before, identities = _snapshot(tmp_path), _identities(tmp_path)
 
-    with pytest.raises(DataIntegrityError, match="already holds a dataset generated with") as info:
+    with pytest.raises(DataIntegrityError, match="already holds a raw dataset made with") as info:
         simulate_to_folder(CONFIG.model_copy(update=change), tmp_path)
 
     assert str(tmp_path) in str(info.value)
@@ -127,7 +131,7 @@ def test_manifest_lists_every_file_with_its_sha256_and_rows(tmp_path: Path) -> N
     result = simulate_to_folder(CONFIG, tmp_path)
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
 
-    assert manifest == result.manifest
+    assert manifest == result.manifest.model_dump(mode="json", exclude_none=True)
     assert manifest["contract"] == "simulator"
     assert manifest["generator"] == {"simulator": CONFIG.model_dump(mode="json")}
 
@@ -152,7 +156,7 @@ def test_manifest_lists_every_file_with_its_sha256_and_rows(tmp_path: Path) -> N
 
 
 def test_manifest_digest_matches_what_validation_reports(tmp_path: Path, simulator_contract) -> None:
-    manifest = simulate_to_folder(CONFIG, tmp_path).manifest
+    manifest = simulate_to_folder(CONFIG, tmp_path).manifest.model_dump(mode="json", exclude_none=True)
 
     report = validate_dataset(tmp_path, simulator_contract, as_of=AS_OF).report
 
@@ -175,12 +179,17 @@ def test_content_digest_ignores_row_order_column_order_and_index() -> None:
 def test_content_digest_ignores_how_the_frame_is_split_into_partitions(tmp_path: Path) -> None:
     frame = make_transactions(300, seed=4, n_days=5)
     result = write_raw_dataset(tmp_path, frame, contract_name="simulator")
-    assert len(result.manifest["partitions"]) == 5
+    assert len(result.manifest.model_dump(mode="json", exclude_none=True)["partitions"]) == 5
 
-    parts = [pd.read_parquet(tmp_path / entry["path"]) for entry in reversed(result.manifest["partitions"])]
+    parts = [
+        pd.read_parquet(tmp_path / entry["path"])
+        for entry in reversed(result.manifest.model_dump(mode="json", exclude_none=True)["partitions"])
+    ]
     rejoined = pd.concat(parts, ignore_index=True)
 
-    assert result.manifest["content_digest"] == content_digest(frame)
+    assert result.manifest.model_dump(mode="json", exclude_none=True)["content_digest"] == content_digest(
+        frame
+    )
     assert content_digest(rejoined) == content_digest(frame)
     assert content_digest(pd.concat([frame.iloc[170:], frame.iloc[:170]])) == content_digest(frame)
 

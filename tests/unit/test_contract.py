@@ -41,7 +41,7 @@ def test_handbook_contract_maps_the_handbook_layout_onto_canonical_names(handboo
     assert mapping["TX_FRAUD"] == "is_fraud"
     assert mapping["TX_FRAUD_SCENARIO"] == "fraud_scenario"
     assert mapping["TX_AMOUNT"] == "amount"
-    assert handbook_contract.column("amount").dtype == DType.FLOAT64
+    assert {c.name: c.dtype for c in handbook_contract.columns}["amount"] == DType.FLOAT64
 
 
 def test_unknown_contract_name_lists_the_available_ones():
@@ -68,6 +68,9 @@ def test_contract_can_be_loaded_from_an_explicit_path(tmp_path):
         (lambda raw: raw.update(colums=[]), "colums"),
         (lambda raw: raw["quality"]["volume"].update(tolerance=-1), "quality.volume.tolerance=-1"),
         (lambda raw: raw["quality"]["referential"][0].update(column="card"), "unknown column 'card'"),
+        (lambda raw: raw["columns"][7].update(pattern="([a-"), "is not a valid regex"),
+        (lambda raw: raw["columns"][5].update(allowed=["0", "1"]), "do not match dtype int64"),
+        (lambda raw: raw["columns"][1].update(nullable=True), "a timestamp column cannot be nullable"),
     ],
 )
 def test_invalid_contracts_are_rejected_with_the_field_and_value(tmp_path, mutate, message):

@@ -16,6 +16,7 @@ model, the MLflow signature and the Feast schema from the same object.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -83,8 +84,24 @@ class ColumnSpec(_Frozen):
             raise ValueError(f"column {self.name!r}: min/max need a numeric dtype, not {self.dtype}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"column {self.name!r}: min {self.min} is above max {self.max}")
-        if self.pattern is not None and self.dtype != DType.STRING:
-            raise ValueError(f"column {self.name!r}: pattern needs dtype 'string', not {self.dtype}")
+        if self.pattern is not None:
+            if self.dtype != DType.STRING:
+                raise ValueError(f"column {self.name!r}: pattern needs dtype 'string', not {self.dtype}")
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise ValueError(
+                    f"column {self.name!r}: pattern {self.pattern!r} is not a valid regex: {err}"
+                ) from err
+        if self.allowed is not None:
+            expected_type = {DType.INT64: int, DType.STRING: str}.get(self.dtype)
+            wrong = [v for v in self.allowed if expected_type is None or not isinstance(v, expected_type)]
+            if wrong:
+                raise ValueError(
+                    f"column {self.name!r}: allowed values {wrong} do not match dtype {self.dtype}"
+                )
+        if self.nullable and self.role in (Role.ID, Role.TIMESTAMP, Role.LABEL, Role.ENTITY):
+            raise ValueError(f"column {self.name!r}: a {self.role} column cannot be nullable")
         return self
 
 
@@ -200,12 +217,6 @@ class Contract(_Frozen):
                 raise ValueError(f"referential check on unknown column {check.column!r}")
         return self
 
-    def column(self, name: str) -> ColumnSpec:
-        for column in self.columns:
-            if column.name == name:
-                return column
-        raise KeyError(name)
-
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
@@ -239,6 +250,11 @@ def load_contract(name_or_path: str | Path, contracts_dir: Path) -> Contract:
         path = candidate
     else:
         path = Path(contracts_dir) / f"{name_or_path}.yaml"
+        if not Path(contracts_dir).is_dir():
+            raise ConfigError(
+                f"contracts folder {str(contracts_dir)!r} does not exist; run from the repository root "
+                "or set FRAUD_CONTRACTS_DIR"
+            )
         if not path.is_file():
             available = sorted(p.stem for p in Path(contracts_dir).glob("*.yaml"))
             raise ConfigError(

@@ -17,16 +17,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import pandas as pd
 
 from fraud_detection.data.contract import Contract
 from fraud_detection.data.loaders import read_transactions
 from fraud_detection.data.quality import QualityReport, run_quality_checks
-from fraud_detection.data.raw_store import RawWriteResult, content_digest, parquet_bytes, write_raw_dataset
+from fraud_detection.data.raw_store import (
+    MANIFEST_FORMAT,
+    FileEntry,
+    Manifest,
+    RawWriteResult,
+    content_digest,
+    parquet_bytes,
+    read_manifest,
+    write_manifest,
+    write_raw_dataset,
+)
 from fraud_detection.data.report import render_html
 from fraud_detection.data.simulator import SimulatorConfig, simulate
 from fraud_detection.data.validators import OnError, validate_transactions
-from fraud_detection.errors import DataContractError
+from fraud_detection.errors import DataContractError, DataSourceError, StorageError
 from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
 
 TRANSACTIONS_FILE = "transactions.parquet"
@@ -44,6 +55,11 @@ def simulate_to_folder(
 ) -> RawWriteResult:
     """Simulate with ``config`` and write the result as an immutable raw dataset in ``out_dir``."""
     data = simulate(config)
+    if data.transactions.empty:
+        raise DataSourceError(
+            f"the simulation made no transactions ({config.n_customers} customers reach none of "
+            f"{config.n_terminals} terminals within radius {config.radius}); use more terminals or customers"
+        )
     return write_raw_dataset(
         out_dir,
         data.transactions,
@@ -79,7 +95,9 @@ def validate_dataset(
     with ThreadPoolExecutor(max_workers=1) as pool:
         speculative_digest = pool.submit(content_digest, frame)
         try:
-            schema = validate_transactions(frame, contract, as_of=as_of, on_error=on_error)
+            schema = validate_transactions(
+                frame, contract, as_of=as_of, on_error=on_error, load_failures=raw_source.load_failures
+            )
         except DataContractError as err:
             report = QualityReport(
                 **base,
@@ -88,11 +106,18 @@ def validate_dataset(
                 violations=err.report or [],
                 checks=[],
                 duration_seconds=time.perf_counter() - started,
+                schema_passed=False,
             )
             raise DataContractError(str(err), report=report) from err
         reference_root = source if raw_source.is_dir else posixpath.dirname(source)
+        manifest = raw_source.manifest
         checks = run_quality_checks(
-            schema.valid, contract, as_of=as_of, n_input_rows=len(frame), reference_root=reference_root
+            schema.valid,
+            contract,
+            as_of=as_of,
+            n_input_rows=len(frame),
+            reference_root=reference_root,
+            reference_sha256={e.path: e.sha256 for e in manifest.references} if manifest else None,
         )
         report = QualityReport(
             **base,
@@ -116,30 +141,54 @@ def write_report(report: QualityReport, out_dir: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def write_validated(result: DatasetValidation, out_dir: Path) -> Path:
-    """Publish a dataset that passed: data files first, the manifest (with the digest) last."""
+def publish(report: QualityReport, out_dir: Path, result: DatasetValidation | None = None) -> Path:
+    """Write what a validation produced into ``out_dir``; returns the path to point a user at.
+
+    A dataset that passed gets its data, quarantine, report and (last) manifest, and the manifest
+    path is returned. Otherwise the report and any quarantined rows are written, an earlier
+    published dataset in ``out_dir`` is withdrawn (manifest first, so no reader sees it half
+    gone), and the report path is returned. ``out_dir`` must not hold a raw dataset.
+    """
     out_dir = Path(out_dir)
-    write_report(result.report, out_dir)
+    _refuse_raw_dataset(out_dir, report.source)
+    quarantine = _write_quarantine(result, out_dir)
+    if result is None or not report.passed:
+        (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+        (out_dir / TRANSACTIONS_FILE).unlink(missing_ok=True)
+        return write_report(report, out_dir)[0]
+    write_report(report, out_dir)
     data = parquet_bytes(result.valid)
     atomic_write_bytes(out_dir / TRANSACTIONS_FILE, data)
-    files = {TRANSACTIONS_FILE: {"sha256": sha256_bytes(data), "rows": len(result.valid)}}
-    quarantine_path = out_dir / QUARANTINE_FILE
-    if len(result.quarantined):
-        quarantined = parquet_bytes(result.quarantined)
-        atomic_write_bytes(quarantine_path, quarantined)
-        files[QUARANTINE_FILE] = {"sha256": sha256_bytes(quarantined), "rows": len(result.quarantined)}
-    else:
-        quarantine_path.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
-    manifest_path = out_dir / MANIFEST_FILE
-    atomic_write_json(
-        manifest_path,
-        {
-            "source": result.report.source,
-            "contract": result.report.contract,
-            "as_of": result.report.as_of.isoformat(),
-            "content_digest": result.report.content_digest,
-            "rows": len(result.valid),
-            "files": files,
-        },
+    manifest = Manifest(
+        format=MANIFEST_FORMAT,
+        kind="validated",
+        contract=report.contract,
+        rows=len(result.valid),
+        content_digest=report.content_digest,
+        partitions=[FileEntry(path=TRANSACTIONS_FILE, sha256=sha256_bytes(data), rows=len(result.valid))],
+        source=report.source,
+        as_of=report.as_of.isoformat(),
+        quarantine=quarantine,
     )
-    return manifest_path
+    return write_manifest(out_dir, manifest)
+
+
+def _refuse_raw_dataset(out_dir: Path, source: str) -> None:
+    manifest_path = out_dir / MANIFEST_FILE
+    same_folder = Path(source).exists() and Path(source).resolve() == out_dir.resolve()
+    if same_folder or (
+        manifest_path.exists() and read_manifest(fsspec.filesystem("file"), str(manifest_path)).kind == "raw"
+    ):
+        raise StorageError(
+            f"--out {str(out_dir)!r} holds a raw dataset, which is immutable; choose another folder"
+        )
+
+
+def _write_quarantine(result: DatasetValidation | None, out_dir: Path) -> FileEntry | None:
+    path = out_dir / QUARANTINE_FILE
+    if result is None or result.quarantined.empty:
+        path.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
+        return None
+    data = parquet_bytes(result.quarantined)
+    atomic_write_bytes(path, data)
+    return FileEntry(path=QUARANTINE_FILE, sha256=sha256_bytes(data), rows=len(result.quarantined))

@@ -26,11 +26,14 @@ from pathlib import PurePosixPath
 import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, computed_field
 
 from fraud_detection.data.contract import AMOUNT, EVENT_TIMESTAMP, LABEL, Contract, DType, Severity
 from fraud_detection.data.validators import Violation
-from fraud_detection.errors import DataQualityError
+from fraud_detection.errors import DataIntegrityError, DataQualityError
+from fraud_detection.utils.io import sha256_bytes
 
 _PSI_EPSILON = 1e-4
 # Row samples bound the cost of rank- and quantile-based statistics on big inputs; both are
@@ -73,11 +76,13 @@ class QualityReport(BaseModel):
     checks: list[CheckResult]
     content_digest: str | None = None
     duration_seconds: float | None = None
+    schema_passed: bool = True
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def critical_issues(self) -> list[str]:
-        return [c.describe() for c in self.checks if not c.passed and c.severity == "critical"]
+        issues = [] if self.schema_passed else [f"schema: {len(self.violations)} contract violation(s)"]
+        return issues + [c.describe() for c in self.checks if not c.passed and c.severity == "critical"]
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -120,12 +125,16 @@ def _completeness(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **_
     nullable = [c.name for c in contract.columns if c.nullable]
     shares = frame[nullable].isna().mean() if nullable else pd.Series(dtype=float)
     failing = shares[shares > cfg.max_null_share]
-    worst = f"{shares.max():.4f} in {shares.idxmax()!r}" if len(shares) else "no nullable columns"
+    worst = (
+        f"worst null share {shares.max():.4f} in {shares.idxmax()!r}"
+        if len(shares)
+        else "no nullable columns"
+    )
     return CheckResult(
         name="completeness",
         severity=cfg.severity,
         passed=failing.empty,
-        observed=f"worst null share {worst}",
+        observed=worst,
         expected=f"null share <= {cfg.max_null_share} per column",
         details=[f"{column}: {share:.4f}" for column, share in failing.items()],
     )
@@ -207,7 +216,9 @@ def _fraud_rate(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **_) 
         name="fraud_rate",
         severity=cfg.severity,
         passed=not details,
-        observed=f"overall {rate:.5f}, highest day {daily.max():.4f}",
+        observed=f"overall {rate:.5f}, highest day {daily.max():.4f}"
+        if judged.any()
+        else f"overall {rate:.5f}, no day judged",
         expected=f"overall in [{cfg.min}, {cfg.max}], each day <= {cfg.max_daily}",
         details=details,
     )
@@ -257,7 +268,13 @@ def _amount_distribution(frame: pd.DataFrame, contract: Contract, days: _Days, c
 
 
 def _referential(
-    frame: pd.DataFrame, contract: Contract, days: _Days, cfg, reference_root: str | None, **_
+    frame: pd.DataFrame,
+    contract: Contract,
+    days: _Days,
+    cfg,
+    reference_root: str | None,
+    reference_sha256: dict[str, str] | None = None,
+    **_,
 ) -> CheckResult:
     name = f"referential({cfg.column})"
     expected = f"every {cfg.column} in {cfg.table}:{cfg.key}"
@@ -268,15 +285,31 @@ def _referential(
     fs, root = fsspec.core.url_to_fs(reference_root)
     table_path = str(PurePosixPath(root) / cfg.table)
     if not fs.exists(table_path):
+        # Nothing to check against is not proof of bad keys: reported, at warning level.
+        return CheckResult(
+            name=name,
+            severity="warning",
+            passed=False,
+            observed=f"not verified: {table_path!r} not found",
+            expected=expected,
+        )
+    with fs.open(table_path, "rb") as handle:
+        data = handle.read()
+    known_sha256 = (reference_sha256 or {}).get(cfg.table)
+    if known_sha256 is not None and sha256_bytes(data) != known_sha256:
+        raise DataIntegrityError(
+            f"reference table {table_path!r} does not match the sha256 its manifest records"
+        )
+    table = pq.read_table(pa.BufferReader(data))
+    if cfg.key not in table.column_names:
         return CheckResult(
             name=name,
             severity=cfg.severity,
             passed=False,
-            observed=f"{table_path!r} not found",
+            observed=f"reference table {table_path!r} has no column {cfg.key!r} (it has {table.column_names})",
             expected=expected,
         )
-    with fs.open(table_path, "rb") as handle:
-        keys = pd.read_parquet(handle, columns=[cfg.key])[cfg.key]
+    keys = table.column(cfg.key).to_pandas()
     values = frame[cfg.column]
     unknown = values[~values.isin(keys)]
     sample = [repr(v) for v in unknown.drop_duplicates().head(5).tolist()]
@@ -308,7 +341,8 @@ def _label_leakage(frame: pd.DataFrame, contract: Contract, days: _Days, cfg, **
     aucs = {}
     for column in numeric:
         values = frame[column].to_numpy(dtype=float)[rows]
-        auc = _auc(values, labels)
+        present = ~np.isnan(values)  # a null says nothing about the label; judge the rest
+        auc = _auc(values[present], labels[present])
         aucs[column] = max(auc, 1 - auc)
     failing = {c: a for c, a in aucs.items() if a > cfg.max_auc}
     worst = max(aucs, key=aucs.__getitem__) if aucs else None
@@ -353,14 +387,19 @@ def run_quality_checks(
     as_of: dt.datetime,
     n_input_rows: int,
     reference_root: str | None,
+    reference_sha256: dict[str, str] | None = None,
 ) -> list[CheckResult]:
-    """Run every check the contract configures on the validated rows in ``frame``."""
+    """Run every check the contract configures on the validated rows in ``frame``.
+
+    ``reference_sha256`` maps reference-table paths (relative to ``reference_root``) to the
+    SHA-256 a manifest records for them; a table that does not match is refused.
+    """
     quality = contract.quality
     results = [_quarantine(n_input_rows, n_input_rows - len(frame), quality.quarantine)]
     if frame.empty:
         return results
     days = _Days(frame[EVENT_TIMESTAMP])
-    context = {"as_of": as_of, "reference_root": reference_root}
+    context = {"as_of": as_of, "reference_root": reference_root, "reference_sha256": reference_sha256}
     for attribute, check in _DAILY_CHECKS:
         cfg = getattr(quality, attribute)
         if cfg is not None:

@@ -7,35 +7,118 @@ Layout of a raw dataset folder::
     reference/customers.parquet        # optional reference tables (referential checks)
 
 Raw data is immutable: writing a partition that exists with different bytes is refused with
-:class:`DataIntegrityError`; the same bytes are a no-op. Parquet is written with fixed settings and
-no wall-clock metadata, so the same frame always gives the same bytes.
+:class:`DataIntegrityError` before anything is written; the same bytes are a no-op. One writer at
+a time holds the folder's lock. Parquet is written with fixed settings and no wall-clock metadata,
+so the same frame always gives the same bytes.
+
+The same manifest format (``kind: validated``) describes a validated dataset (``ingest.py``), so
+readers treat both alike: a dataset is exactly the files its manifest lists, each checked against
+its SHA-256 before it is parsed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fraud_detection.config import format_validation_error
 from fraud_detection.data.contract import EVENT_TIMESTAMP, TRANSACTION_ID
-from fraud_detection.errors import DataIntegrityError
+from fraud_detection.errors import DataIntegrityError, StorageError
 from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, sha256_bytes
 
 MANIFEST_NAME = "manifest.json"
 PARTITIONS_DIR = "transactions"
 REFERENCE_DIR = "reference"
 MANIFEST_FORMAT = 1
+_LOCK_NAME = ".lock"
+
+
+class FileEntry(BaseModel):
+    """One file of a dataset: where it is (relative, inside the folder), its SHA-256 and rows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int = Field(ge=0)
+    date: str | None = None
+    name: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_folder(cls, value: str) -> str:
+        parts = PurePosixPath(value).parts
+        if not parts or value.startswith("/") or "\\" in value or ".." in parts or ":" in value:
+            raise ValueError(f"path {value!r} must be relative and inside the dataset folder")
+        return value
+
+
+class Manifest(BaseModel):
+    """What a dataset folder holds; written last, so a dataset without one is incomplete."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal[1]
+    kind: Literal["raw", "validated"]
+    contract: str
+    generator: dict[str, Any] | None = None
+    rows: int = Field(ge=0)
+    content_digest: str | None
+    partitions: list[FileEntry]
+    references: list[FileEntry] = []
+    source: str | None = None
+    as_of: str | None = None
+    quarantine: FileEntry | None = None
+
+
+def read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> Manifest:
+    try:
+        with fs.open(path, "rb") as handle:
+            return Manifest.model_validate_json(handle.read())
+    except ValidationError as err:
+        raise DataIntegrityError(f"manifest {path!r} is invalid: {format_validation_error(err)}") from err
+
+
+def write_manifest(out_dir: Path, manifest: Manifest) -> Path:
+    path = Path(out_dir) / MANIFEST_NAME
+    atomic_write_json(path, manifest.model_dump(mode="json", exclude_none=True))
+    return path
+
+
+@contextlib.contextmanager
+def writer_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock while writing; a second writer is refused at once, not interleaved."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = (out_dir / _LOCK_NAME).open("a")
+    except OSError as err:
+        raise StorageError(f"cannot write {str(out_dir)!r}: {err.strerror or err}") from err
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise DataIntegrityError(
+                f"another process is writing {str(out_dir)!r}; try again when it ends"
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def parquet_bytes(data: pd.DataFrame | pa.Table) -> bytes:
@@ -92,38 +175,54 @@ def _daily_tables(transactions: pd.DataFrame) -> list[tuple[str, pa.Table]]:
     ]
 
 
+def _check_immutable(path: Path, data: bytes) -> bool:
+    """True when ``path`` already holds exactly ``data``; raises when it holds anything else."""
+    if not path.exists():
+        return False
+    existing = sha256_bytes(path.read_bytes())
+    if existing != sha256_bytes(data):
+        raise DataIntegrityError(
+            f"raw file {str(path)!r} already exists with different content (sha256 {existing}); "
+            "raw data is immutable: write to a new folder"
+        )
+    return True
+
+
 def write_immutable(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` unless it already holds exactly these bytes.
 
     Returns True when written, False for the no-op; raises when ``path`` holds other bytes.
     """
-    if path.exists():
-        existing = sha256_bytes(path.read_bytes())
-        if existing != sha256_bytes(data):
-            raise DataIntegrityError(
-                f"raw file {str(path)!r} already exists with different content (sha256 {existing}); "
-                "raw data is immutable: write to a new folder"
-            )
+    if _check_immutable(path, data):
         return False
     atomic_write_bytes(path, data)
     return True
 
 
-def read_manifest(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
-    try:
-        with fs.open(path, "rb") as handle:
-            manifest = json.loads(handle.read())
-    except json.JSONDecodeError as err:
-        raise DataIntegrityError(f"manifest {path!r} is not valid JSON: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise DataIntegrityError(f"manifest {path!r} is not a format-{MANIFEST_FORMAT} raw manifest")
-    return manifest
+def _differences(existing: dict[str, Any] | None, requested: dict[str, Any] | None) -> str:
+    """What differs between two generator configs, e.g. ``seed=0 (requested 1)``."""
+
+    def flat(config: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for key, value in (config or {}).items():
+            items.update(
+                flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+            )
+        return items
+
+    old, new = flat(existing), flat(requested)
+    changed = [
+        f"{k}={old.get(k)!r} (requested {new.get(k)!r})"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
+    return ", ".join(changed) or "another config"
 
 
 @dataclass(frozen=True)
 class RawWriteResult:
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     files_written: int
     files_unchanged: int
 
@@ -139,71 +238,75 @@ def write_raw_dataset(
 ) -> RawWriteResult:
     """Write ``transactions`` as daily partitions (plus reference tables) and then the manifest.
 
-    An existing dataset in ``out_dir`` can only be extended: partitions it already has must come
-    out byte-identical, and a dataset made by a different generator config is refused up front.
-    ``progress``, when given, is called with (done, total) after each file.
+    Writing into a folder that already holds a raw dataset adds new days to it, provided the
+    generator config is the same and every partition it already has comes out byte-identical;
+    otherwise it is refused before any file is written. ``progress``, when given, is called with
+    (done, total) after each file.
     """
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST_NAME
     # Compare and store the generator config as its JSON form (dates become strings).
     generator = json.loads(json.dumps(dict(generator), default=str)) if generator else None
-    previous: dict[str, Any] | None = None
-    if manifest_path.exists():
-        previous = read_manifest(fsspec.filesystem("file"), str(manifest_path))
-        if previous.get("generator") != generator:
-            raise DataIntegrityError(
-                f"{str(out_dir)!r} already holds a dataset generated with {previous.get('generator')}; "
-                "raw data is immutable: write to a new folder"
-            )
+    with writer_lock(out_dir):
+        previous: Manifest | None = None
+        if manifest_path.exists():
+            previous = read_manifest(fsspec.filesystem("file"), str(manifest_path))
+            if previous.kind != "raw" or previous.generator != generator:
+                raise DataIntegrityError(
+                    f"{str(out_dir)!r} already holds a {previous.kind} dataset made with "
+                    f"{_differences(previous.generator, generator)}; raw data is immutable: write to a new folder"
+                )
 
-    # (relative path, Arrow table, manifest entry) for every file; the entries get their sha256
-    # once the file is written.
-    files: list[tuple[str, pa.Table, dict[str, Any]]] = []
-    for day, table in _daily_tables(transactions):
-        relative = f"{PARTITIONS_DIR}/{day}.parquet"
-        files.append((relative, table, {"path": relative, "date": day, "rows": table.num_rows}))
-    n_partitions = len(files)
-    for name, frame in sorted((references or {}).items()):
-        relative = f"{REFERENCE_DIR}/{name}.parquet"
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        files.append((relative, table, {"name": name, "path": relative, "rows": table.num_rows}))
+        tables: list[tuple[str, pa.Table, dict[str, Any]]] = []
+        for day, table in _daily_tables(transactions):
+            relative = f"{PARTITIONS_DIR}/{day}.parquet"
+            tables.append((relative, table, {"path": relative, "date": day, "rows": table.num_rows}))
+        n_partitions = len(tables)
+        for name, frame in sorted((references or {}).items()):
+            relative = f"{REFERENCE_DIR}/{name}.parquet"
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            tables.append((relative, table, {"name": name, "path": relative, "rows": table.num_rows}))
 
-    def write(relative: str, table: pa.Table) -> tuple[str, bool]:
-        data = parquet_bytes(table)
-        return sha256_bytes(data), write_immutable(out_dir / relative, data)
+        # Parquet encoding and fsync release the GIL: a few threads overlap them across files.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            encoded = list(pool.map(lambda item: parquet_bytes(item[1]), tables))
+            # Every conflict is found before the first byte is written: a refusal leaves no trace.
+            for (relative, _, _), data in zip(tables, encoded, strict=True):
+                _check_immutable(out_dir / relative, data)
+            writes = [
+                pool.submit(write_immutable, out_dir / relative, data)
+                for (relative, _, _), data in zip(tables, encoded, strict=True)
+            ]
+            written = 0
+            for done, future in enumerate(writes, start=1):
+                written += future.result()
+                if progress is not None:
+                    progress(done, len(writes))
+        entries = [
+            FileEntry(**entry, sha256=sha256_bytes(data))
+            for (_, _, entry), data in zip(tables, encoded, strict=True)
+        ]
 
-    written = unchanged = 0
-    # Parquet encoding and fsync release the GIL: a few threads overlap them across files.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(write, relative, table) for relative, table, _ in files]
-        for done, (future, (_, _, entry)) in enumerate(zip(futures, files, strict=True), start=1):
-            entry["sha256"], was_written = future.result()
-            written += was_written
-            unchanged += not was_written
-            if progress is not None:
-                progress(done, len(files))
-
-    partitions = {e["path"]: e for e in (previous or {}).get("partitions", [])}
-    partitions.update({entry["path"]: entry for _, _, entry in files[:n_partitions]})
-    reference_entries = {e["name"]: e for e in (previous or {}).get("references", [])}
-    reference_entries.update({entry["name"]: entry for _, _, entry in files[n_partitions:]})
-
-    if previous and len(partitions) > n_partitions:
-        # Appending to an existing dataset: the digest covers every partition the manifest lists.
-        frames = [pd.read_parquet(out_dir / entry["path"]) for entry in partitions.values()]
-        digest = content_digest(pd.concat(frames, ignore_index=True))
-    else:
-        digest = content_digest(transactions)
-
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "contract": contract_name,
-        "generator": generator,
-        "rows": sum(entry["rows"] for entry in partitions.values()),
-        "content_digest": digest,
-        "partitions": sorted(partitions.values(), key=lambda e: e["path"]),
-        "references": sorted(reference_entries.values(), key=lambda e: e["name"]),
-    }
-    if previous != manifest:
-        atomic_write_json(manifest_path, manifest)
-    return RawWriteResult(manifest_path, manifest, written, unchanged)
+        partitions = {e.path: e for e in (previous.partitions if previous else [])}
+        partitions.update({e.path: e for e in entries[:n_partitions]})
+        reference_entries = {e.path: e for e in (previous.references if previous else [])}
+        reference_entries.update({e.path: e for e in entries[n_partitions:]})
+        if previous and len(partitions) > n_partitions:
+            # Adding days to a dataset: the digest covers every partition the manifest lists.
+            frames = [pd.read_parquet(out_dir / path) for path in sorted(partitions)]
+            digest = content_digest(pd.concat(frames, ignore_index=True))
+        else:
+            digest = content_digest(transactions)
+        manifest = Manifest(
+            format=MANIFEST_FORMAT,
+            kind="raw",
+            contract=contract_name,
+            generator=generator,
+            rows=sum(entry.rows for entry in partitions.values()),
+            content_digest=digest,
+            partitions=sorted(partitions.values(), key=lambda e: e.path),
+            references=sorted(reference_entries.values(), key=lambda e: e.path),
+        )
+        if previous != manifest:
+            write_manifest(out_dir, manifest)
+    return RawWriteResult(manifest_path, manifest, written, len(tables) - written)

@@ -58,11 +58,9 @@ class Violation(BaseModel):
     failing_values: list[str]
     rows: list[int]
 
-    @property
-    def row_level(self) -> bool:
-        return bool(self.rows)
-
     def describe(self) -> str:
+        if self.check == "not_empty":
+            return "(dataset): not_empty failed: the input has no rows"
         where = self.column or "(dataset)"
         if self.source_column and self.source_column != self.column:
             where = f"{where} (source {self.source_column!r})"
@@ -216,21 +214,46 @@ def _violations_from(failure_cases: pd.DataFrame, contract: Contract) -> list[Vi
 
 
 def validate_transactions(
-    frame: pd.DataFrame, contract: Contract, *, as_of: dt.datetime, on_error: OnError = "fail"
+    frame: pd.DataFrame,
+    contract: Contract,
+    *,
+    as_of: dt.datetime,
+    on_error: OnError = "fail",
+    load_failures: pd.DataFrame | None = None,
 ) -> SchemaValidation:
     """Validate ``frame`` (canonical names, RangeIndex) lazily against ``contract``.
 
     ``on_error="fail"`` raises :class:`DataContractError` listing every violation.
     ``on_error="quarantine"`` sets failing rows aside with their reasons and keeps the rest;
     violations that no row can be blamed for (a missing column, a wrong dtype, empty input) still
-    raise, because no subset of the rows would fix them.
+    raise, because no subset of the rows would fix them. ``load_failures`` are the failure cases
+    the reader found (``RawSource.load_failures``); they are reported and quarantined alike.
     """
+    if frame.empty:
+        # Nothing else can be judged on no rows (a header-only CSV has no dtypes to speak of).
+        violation = Violation(
+            column=None, source_column=None, check="not_empty", count=1, failing_values=[], rows=[]
+        )
+        raise DataContractError(
+            f"data violates contract {contract.name!r}: the input has no rows", report=[violation]
+        )
     schema = build_raw_schema(contract, as_of=as_of)
     try:
         schema.validate(frame, lazy=True, inplace=True)  # coerce=False: nothing is changed; no copy
     except pa.errors.SchemaErrors as err:
         failure_cases = err.failure_cases
     else:
+        failure_cases = pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+    if load_failures is not None and len(load_failures):
+        # A value the reader could not hold (reported by it) also trips the schema's checks on the
+        # placeholder left in its place; the reader's finding is the one that explains the row.
+        loaded = set(zip(load_failures["column"], load_failures["index"].astype(np.int64), strict=True))
+        rows = failure_cases["index"].map(lambda i: -1 if pd.isna(i) else int(i))
+        knock_on = [(c, i) in loaded for c, i in zip(failure_cases["column"], rows, strict=True)]
+        failure_cases = pd.concat(
+            [failure_cases.loc[~np.array(knock_on, dtype=bool)], load_failures], ignore_index=True
+        )
+    if failure_cases.empty:
         return SchemaValidation(frame, frame.iloc[:0].assign(**{QUARANTINE_REASONS: []}), [])
 
     failure_cases = _one_check_per_fault(failure_cases)

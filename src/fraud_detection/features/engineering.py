@@ -139,12 +139,13 @@ class _EntityIndex:
         entity_sorted = entity[self.order]
         micros_sorted = micros[self.order]
         # Dense entity ranks, spaced further apart than any window can reach, keep entities apart.
-        starts = np.r_[True, entity_sorted[1:] != entity_sorted[:-1]]
+        starts = np.r_[True, entity_sorted[1:] != entity_sorted[:-1]][: len(entity_sorted)]
         rank = np.cumsum(starts) - 1
         span = int(micros_sorted.max() - micros_sorted.min()) + 2 * reach_us + 1 if len(micros) else 1
         if (int(rank[-1]) + 1 if len(rank) else 1) * span >= _KEY_LIMIT:
             raise OverflowError(f"{int(rank[-1]) + 1} entities over {span} µs overflow the int64 window key")
-        self.key = rank.astype(np.int64) * span + (micros_sorted - micros_sorted.min())
+        origin = micros_sorted.min() if len(micros) else 0  # an empty frame has no minimum
+        self.key = rank.astype(np.int64) * span + (micros_sorted - origin)
         self.group_start = np.flatnonzero(starts)
         self.group_of_row = rank
 
