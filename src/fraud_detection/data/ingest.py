@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fsspec
 import pandas as pd
+import structlog
 
 from fraud_detection.data.contract import Contract
 from fraud_detection.data.loaders import read_transactions
@@ -40,6 +41,8 @@ from fraud_detection.data.validators import OnError, validate_transactions
 from fraud_detection.errors import DataContractError, DataSourceError, StorageError
 from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_bytes
 
+_log = structlog.get_logger(__name__)
+
 TRANSACTIONS_FILE = "transactions.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 REPORT_JSON = "quality_report.json"
@@ -60,6 +63,11 @@ def simulate_to_folder(
             f"the simulation made no transactions ({config.n_customers} customers reach none of "
             f"{config.n_terminals} terminals within radius {config.radius}); use more terminals or customers"
         )
+    _log.info(
+        "simulated",
+        transactions=len(data.transactions),
+        fraud_rate=round(float(data.transactions["is_fraud"].mean()), 5),
+    )
     return write_raw_dataset(
         out_dir,
         data.transactions,
@@ -130,6 +138,18 @@ def validate_dataset(
             clean = schema.valid is frame
             report.content_digest = speculative_digest.result() if clean else content_digest(schema.valid)
     report.duration_seconds = time.perf_counter() - started
+    _log.info(
+        "dataset validated",
+        source=source,
+        contract=contract.name,
+        rows=len(frame),
+        quarantined=len(schema.quarantined),
+        passed=report.passed,
+        critical_issues=len(report.critical_issues),
+        warnings=len(report.warnings),
+        content_digest=report.content_digest,
+        seconds=round(report.duration_seconds, 3),
+    )
     return DatasetValidation(report, schema.valid, schema.quarantined)
 
 

@@ -34,12 +34,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fraud_detection.config import format_validation_error
 from fraud_detection.data.contract import EVENT_TIMESTAMP, TRANSACTION_ID
 from fraud_detection.errors import DataIntegrityError, StorageError
 from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+_log = structlog.get_logger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 PARTITIONS_DIR = "transactions"
@@ -309,4 +312,11 @@ def write_raw_dataset(
         )
         if previous != manifest:
             write_manifest(out_dir, manifest)
+        _log.info(
+            "raw dataset written",
+            folder=str(out_dir),
+            files_written=written,
+            files_unchanged=len(tables) - written,
+            rows=manifest.rows,
+        )
     return RawWriteResult(manifest_path, manifest, written, len(tables) - written)
