@@ -135,27 +135,32 @@ class _EntityIndex:
     """Rows sorted by (entity, time) with a composite int64 key for window searches."""
 
     def __init__(self, entity: np.ndarray, micros: np.ndarray, reach_us: int) -> None:
-        self.order = np.lexsort((micros, entity))
-        entity_sorted = entity[self.order]
-        micros_sorted = micros[self.order]
-        # Dense entity ranks, spaced further apart than any window can reach, keep entities apart.
-        starts = np.r_[True, entity_sorted[1:] != entity_sorted[:-1]][: len(entity_sorted)]
-        rank = np.cumsum(starts) - 1
-        span = int(micros_sorted.max() - micros_sorted.min()) + 2 * reach_us + 1 if len(micros) else 1
-        if (int(rank[-1]) + 1 if len(rank) else 1) * span >= _KEY_LIMIT:
-            raise OverflowError(f"{int(rank[-1]) + 1} entities over {span} µs overflow the int64 window key")
-        origin = micros_sorted.min() if len(micros) else 0  # an empty frame has no minimum
-        self.key = rank.astype(np.int64) * span + (micros_sorted - origin)
+        # Dense entity codes, spaced further apart than any window can reach, keep entities apart
+        # in one int64 key; a single argsort of it orders rows by (entity, time).
+        codes, uniques = pd.factorize(entity, sort=True)
+        origin = int(micros.min()) if len(micros) else 0  # an empty frame has no minimum
+        span = int(micros.max()) - origin + 2 * reach_us + 1 if len(micros) else 1
+        if max(len(uniques), 1) * span >= _KEY_LIMIT:
+            raise OverflowError(f"{len(uniques)} entities over {span} µs overflow the int64 window key")
+        key = codes.astype(np.int64) * span + (micros - origin)
+        self.order = np.argsort(key)  # rows with equal keys are simultaneous: their order is moot
+        self.key = key[self.order]
+        self.group_of_row = codes[self.order]
+        starts = np.r_[True, self.group_of_row[1:] != self.group_of_row[:-1]][: len(key)]
         self.group_start = np.flatnonzero(starts)
-        self.group_of_row = rank
+        # Each row's group start, as an index per row (used by every window sum).
+        self.row_group_start = (
+            self.group_start[np.cumsum(starts) - 1] if len(key) else np.zeros(0, dtype=np.int64)
+        )
+        self._inverse: np.ndarray | None = None
 
-    def bounds(
-        self, start_offset_us: int, end_offset_us: int, *, include_end: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted-row positions [lo, hi) of each row's window (t - start, t - end] (or [..., t - end))."""
-        lo = np.searchsorted(self.key, self.key - start_offset_us, side="right")
-        hi = np.searchsorted(self.key, self.key - end_offset_us, side="right" if include_end else "left")
-        return lo, hi
+    def after(self, offset_us: int) -> np.ndarray:
+        """Sorted position of the first row of the same entity later than ``t - offset``.
+
+        Used as a window's exclusive lower bound (``t - offset`` itself is outside the window) and,
+        with ``offset = 0``, as the end of the rows at or before ``t``, simultaneous ones included.
+        """
+        return np.searchsorted(self.key, self.key - offset_us, side="right")
 
     def prefix_sums(self, values: np.ndarray) -> np.ndarray:
         """Prefix sums of ``values`` in sorted order, restarting at each entity, with a leading 0.
@@ -168,13 +173,15 @@ class _EntityIndex:
 
     def window_sum(self, prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         # lo and hi lie in the row's own entity block, where the prefix restarted at its start.
-        start = self.group_start[self.group_of_row]
+        start = self.row_group_start
         return np.where(hi > start, prefix[hi], 0.0) - np.where(lo > start, prefix[lo], 0.0)
 
-    def unsort(self, sorted_values: np.ndarray) -> np.ndarray:
-        out = np.empty_like(sorted_values)
-        out[self.order] = sorted_values
-        return out
+    def unsort(self, sorted_columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Back to input row order: one gather per column through the inverse permutation."""
+        if self._inverse is None:
+            self._inverse = np.empty_like(self.order)
+            self._inverse[self.order] = np.arange(len(self.order))
+        return {name: np.asarray(values)[self._inverse] for name, values in sorted_columns.items()}
 
 
 def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
@@ -186,52 +193,66 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
     micros = transactions["event_timestamp"].to_numpy().astype("datetime64[us]").astype(np.int64)
     amount = transactions["amount"].to_numpy(dtype=np.float64)
     label = transactions["is_fraud"].to_numpy(dtype=np.float64)
-    longest = max(config.windows_days) * _US_PER_DAY
-    delay = config.label_delay_days * _US_PER_DAY
-    history = config.history_days * _US_PER_DAY
-    out = transactions[KEYS].copy()
-    out["amount"] = amount
-    out[["tx_during_weekend", "tx_during_night"]] = time_features(transactions["event_timestamp"])
+    day = _US_PER_DAY
+    delay = config.label_delay_days * day
+    columns: dict[str, np.ndarray | pd.Series] = {key: transactions[key].to_numpy() for key in KEYS}
+    columns["amount"] = amount
+    flags = time_features(transactions["event_timestamp"])
+    columns.update({name: flags[name].to_numpy() for name in flags})
 
-    customers = _EntityIndex(transactions["customer_id"].to_numpy(), micros, max(longest, history))
-    amounts = customers.prefix_sums(amount)
-    lo, hi = customers.bounds(history, 0, include_end=False)
-    prior_count = (hi - lo).astype(np.float64)
-    prior_sum = customers.window_sum(amounts, lo, hi)
-    prior_avg = customers.unsort(
-        np.divide(prior_sum, prior_count, out=np.zeros_like(prior_sum), where=prior_count > 0)
+    # Customer windows (t - n, t]: one upper bound for every window (rows at or before t,
+    # simultaneous included), one lower bound per window length. Computed in sorted order.
+    customers = _EntityIndex(
+        transactions["customer_id"].to_numpy(), micros, max(*config.windows_days, config.history_days) * day
     )
-    out[config.prior_avg_amount_feature] = prior_avg
-    out[config.amount_ratio_feature] = amount_ratio(amount, prior_avg)
+    amounts = customers.prefix_sums(amount)
+    upto_t = customers.after(0)
+    lower = {n: customers.after(n * day) for n in {*config.windows_days, config.history_days}}
+    by_customer: dict[str, np.ndarray] = {}
     for n in config.windows_days:
-        lo, hi = customers.bounds(n * _US_PER_DAY, 0, include_end=True)
-        count = (hi - lo).astype(np.float64)
-        total = customers.window_sum(amounts, lo, hi)
-        out[f"customer_nb_tx_{n}d"] = customers.unsort(count)
-        out[f"customer_avg_amount_{n}d"] = customers.unsort(total / count)
-    # Latest strictly earlier transaction of the same customer: the row just below the first of
-    # this row's simultaneous group, if it belongs to the same customer.
+        count = (upto_t - lower[n]).astype(np.float64)
+        by_customer[f"customer_nb_tx_{n}d"] = count
+        by_customer[f"customer_avg_amount_{n}d"] = customers.window_sum(amounts, lower[n], upto_t) / count
+    # Strictly earlier rows (t - h, t): up to the first row simultaneous with this one.
     first_simultaneous = np.searchsorted(customers.key, customers.key, side="left")
-    has_prev = first_simultaneous > customers.group_start[customers.group_of_row]
+    prior_count = (first_simultaneous - lower[config.history_days]).astype(np.float64)
+    prior_sum = customers.window_sum(amounts, lower[config.history_days], first_simultaneous)
+    by_customer[config.prior_avg_amount_feature] = np.divide(
+        prior_sum, prior_count, out=np.zeros_like(prior_sum), where=prior_count > 0
+    )
+    # The latest strictly earlier transaction is the row just before the simultaneous group.
+    has_prev = first_simultaneous > customers.row_group_start
     sorted_micros = micros[customers.order]
     gap = (sorted_micros - sorted_micros[np.maximum(first_simultaneous - 1, 0)]) / _US_PER_SECOND
-    out["customer_seconds_since_prev_tx"] = customers.unsort(np.where(has_prev, gap, -1.0))
+    by_customer["customer_seconds_since_prev_tx"] = np.where(has_prev, gap, -1.0)
+    columns.update(customers.unsort(by_customer))
+    columns[config.amount_ratio_feature] = amount_ratio(amount, columns[config.prior_avg_amount_feature])
 
-    terminals = _EntityIndex(transactions["terminal_id"].to_numpy(), micros, longest + delay)
+    # Terminal windows (t - delay - n, t - delay]: labels only once they are known.
+    terminals = _EntityIndex(
+        transactions["terminal_id"].to_numpy(), micros, max(config.windows_days) * day + delay
+    )
     frauds_prefix = terminals.prefix_sums(label)
+    upto_known = terminals.after(delay)
+    by_terminal: dict[str, np.ndarray] = {}
     for n in config.windows_days:
-        lo, hi = terminals.bounds(delay + n * _US_PER_DAY, delay, include_end=True)
-        count = (hi - lo).astype(np.float64)
-        frauds = terminals.window_sum(frauds_prefix, lo, hi)
-        out[f"terminal_nb_tx_{n}d"] = terminals.unsort(count)
-        out[f"terminal_risk_{n}d"] = terminals.unsort(
-            np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
+        lower_n = terminals.after(delay + n * day)
+        count = (upto_known - lower_n).astype(np.float64)
+        frauds = terminals.window_sum(frauds_prefix, lower_n, upto_known)
+        by_terminal[f"terminal_nb_tx_{n}d"] = count
+        by_terminal[f"terminal_risk_{n}d"] = np.divide(
+            frauds, count, out=np.zeros_like(count), where=count > 0
         )
+    columns.update(terminals.unsort(by_terminal))
 
     by_pair = [transactions["customer_id"].to_numpy(), transactions["terminal_id"].to_numpy()]
     first_seen = pd.Series(micros).groupby(by_pair).transform("min").to_numpy()
-    out["customer_terminal_first_use"] = (micros == first_seen).astype(np.int64)
-    return out[[*KEYS, *config.feature_names]]
+    columns["customer_terminal_first_use"] = (micros == first_seen).astype(np.int64)
+    # One frame from the finished columns; copy=False keeps each as its own block (no
+    # consolidating copy of the whole table).
+    return pd.DataFrame(
+        {name: columns[name] for name in [*KEYS, *config.feature_names]}, index=transactions.index, copy=False
+    )
 
 
 def split_feature_tables(features: pd.DataFrame, config: FeatureConfig) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,90 @@
+"""A slow, obviously correct reference of every feature in ``fraud_detection.features.engineering``.
+
+Written straight from the definitions in that module's docstring, with plain Python loops over
+rows and Python ``datetime`` arithmetic (exact, to the microsecond): for each row, every other row
+is tested against the row's window. No sorting, no prefix sums, no searchsorted. It is O(n^2), so
+use it on a few hundred rows, or on the rows of the entities a few target rows touch
+(:func:`rows_sharing_an_entity`).
+
+The tie rule it encodes: a window that includes ``t`` includes every transaction stamped ``t``
+(``t_j <= t``), a window of "earlier" transactions includes none of them (``t_j < t``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import pandas as pd
+
+from fraud_detection.features.engineering import FeatureConfig
+
+
+def _mean(values: list[float], empty: float) -> float:
+    return sum(values) / len(values) if values else empty
+
+
+def reference_features(
+    transactions: pd.DataFrame, config: FeatureConfig, rows: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Every feature of ``transactions`` (canonical columns), in ``config.feature_names`` order.
+
+    ``rows`` picks the positions to compute (default: all); every row of ``transactions`` is the
+    history they see. The result is indexed by those positions.
+    """
+    times: list[dt.datetime] = [ts.to_pydatetime() for ts in transactions["event_timestamp"]]
+    customers = transactions["customer_id"].tolist()
+    terminals = transactions["terminal_id"].tolist()
+    amounts = [float(a) for a in transactions["amount"].tolist()]
+    labels = [int(y) for y in transactions["is_fraud"].tolist()]
+    delay = dt.timedelta(days=config.label_delay_days)
+    history = dt.timedelta(days=config.history_days)
+    everyone = range(len(times))
+
+    records = []
+    for i in everyone if rows is None else rows:
+        t = times[i]
+        # The customer's transactions at or before t (simultaneous ones included) ...
+        customer_rows = [j for j in everyone if customers[j] == customers[i] and times[j] <= t]
+        # ... and strictly before t (simultaneous ones excluded).
+        earlier_rows = [j for j in customer_rows if times[j] < t]
+        record: dict[str, float] = {
+            "amount": amounts[i],
+            "tx_during_weekend": float(t.weekday() >= 5),  # Monday is 0: 5, 6 are Sat, Sun
+            "tx_during_night": float(t.hour <= 6),
+        }
+        prior = [amounts[j] for j in earlier_rows if times[j] > t - history]
+        prior_avg = _mean(prior, empty=0.0)
+        record[config.amount_ratio_feature] = amounts[i] / prior_avg if prior_avg > 0 else 1.0
+        for n in config.windows_days:
+            window = [amounts[j] for j in customer_rows if times[j] > t - dt.timedelta(days=n)]
+            record[f"customer_nb_tx_{n}d"] = float(len(window))
+            record[f"customer_avg_amount_{n}d"] = _mean(window, empty=float("nan"))  # never empty
+        latest = max((times[j] for j in earlier_rows), default=None)
+        record["customer_seconds_since_prev_tx"] = -1.0 if latest is None else (t - latest).total_seconds()
+        record[config.prior_avg_amount_feature] = prior_avg
+        for n in config.windows_days:
+            oldest = t - delay - dt.timedelta(days=n)
+            newest = t - delay  # labels up to here are known at t
+            window_labels = [
+                labels[j] for j in everyone if terminals[j] == terminals[i] and oldest < times[j] <= newest
+            ]
+            record[f"terminal_nb_tx_{n}d"] = float(len(window_labels))
+            record[f"terminal_risk_{n}d"] = _mean([float(y) for y in window_labels], empty=0.0)
+        used_before = any(terminals[j] == terminals[i] for j in earlier_rows)
+        record["customer_terminal_first_use"] = 0.0 if used_before else 1.0
+        records.append(record)
+    index = list(everyone if rows is None else rows)
+    return pd.DataFrame.from_records(records, index=index, columns=config.feature_names)
+
+
+def rows_sharing_an_entity(transactions: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
+    """The rows whose customer or terminal is one of ``rows``'s: all the history their features see.
+
+    Keeps the original positions as the index (``reset_index`` is up to the caller).
+    """
+    picked = transactions.iloc[list(rows)]
+    mask = transactions["customer_id"].isin(picked["customer_id"]) | transactions["terminal_id"].isin(
+        picked["terminal_id"]
+    )
+    return transactions[mask]
