@@ -63,3 +63,8 @@ class FeatureStoreError(FraudDetectionError):
     Online scoring never sees it for an unknown entity or an unreachable store (it gets default
     features flagged as degraded instead); training, ``apply`` and ``materialize`` do.
     """
+
+
+class ArtifactError(FraudDetectionError):
+    """A saved model or transformer is missing, unreadable, fails its checksum, or asks to load an
+    untrusted type (nothing is ever unpickled)."""

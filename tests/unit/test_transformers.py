@@ -12,11 +12,10 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fraud_detection.errors import FraudDetectionError
+from fraud_detection.errors import ArtifactError, FraudDetectionError
 from fraud_detection.features.engineering import FeatureConfig, build_features
 from fraud_detection.features.transformers import (
     TRUSTED_TYPES,
-    ArtifactError,
     FeatureTransformer,
     load_transformer,
     save_transformer,

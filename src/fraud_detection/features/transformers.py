@@ -24,7 +24,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import assert_all_finite, check_array
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from fraud_detection.errors import FraudDetectionError
+from fraud_detection.errors import ArtifactError
 from fraud_detection.utils.io import atomic_write_bytes
 
 __all__ = ["TRUSTED_TYPES", "ArtifactError", "FeatureTransformer", "load_transformer", "save_transformer"]
@@ -32,12 +32,6 @@ __all__ = ["TRUSTED_TYPES", "ArtifactError", "FeatureTransformer", "load_transfo
 # Every type a saved FeatureTransformer may ask skops to instantiate beyond skops' own defaults
 # (builtins, numpy arrays and dtypes, which skops trusts already). Review before adding to it.
 TRUSTED_TYPES: frozenset[str] = frozenset({"fraud_detection.features.transformers.FeatureTransformer"})
-
-
-class ArtifactError(FraudDetectionError):
-    """A saved artifact is missing, unreadable, or asks to load a type that is not trusted."""
-
-    exit_code = 2
 
 
 class FeatureTransformer(TransformerMixin, BaseEstimator):
