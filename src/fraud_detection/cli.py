@@ -60,6 +60,13 @@ def _exit_on(err: FraudDetectionError) -> NoReturn:
     raise _fail(str(err), err.exit_code) from None
 
 
+def _utc_naive(moment: dt.datetime | None) -> dt.datetime:
+    """A CLI time as naive UTC: an offset is converted (never dropped); none means now."""
+    if moment is not None and moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return (moment or dt.datetime.now(dt.UTC)).replace(tzinfo=None, microsecond=0)
+
+
 def _run(action: Callable[[], T]) -> T:
     try:
         return action()
@@ -214,9 +221,7 @@ def validate(
     from fraud_detection.data.ingest import publish, validate_dataset
     from fraud_detection.data.quality import gate
 
-    if as_of is not None and as_of.tzinfo is not None:
-        as_of = as_of.astimezone(dt.UTC)  # an offset is converted, never dropped
-    reference_time = (as_of or dt.datetime.now(dt.UTC)).replace(tzinfo=None, microsecond=0)
+    reference_time = _utc_naive(as_of)
     try:
         with _progress("validating"):
             result = validate_dataset(path, loaded, as_of=reference_time, on_error=on_error.value)
@@ -293,6 +298,31 @@ def _open_feature_store(features_dir: Path, feature_config: Path):  # type: igno
     except ValidationError as err:
         raise _fail(f"invalid feature store settings: {format_validation_error(err)}", 2) from None
     return store, _run(lambda: store.open_store(settings, features_dir, config))
+
+
+@features_app.command("build")
+def features_build(
+    raw: Annotated[str, typer.Option("--raw", help="Raw transactions: file, folder or fsspec URL.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the parquet feature tables.")],
+    contract: Annotated[str, typer.Option(help="Contract name or .yaml path.")] = "simulator",
+    feature_config: _FeatureConfigPath = Path("configs/features/default.yaml"),
+    as_of: Annotated[
+        dt.datetime | None, typer.Option(help="Reference time (UTC) for the data checks; default now.")
+    ] = None,
+) -> None:
+    """Validate raw transactions, compute every point-in-time feature, write the feature tables."""
+    from fraud_detection.data.contract import load_contract
+    from fraud_detection.features.engineering import load_feature_config
+
+    loaded = _run(lambda: load_contract(contract, _settings().contracts_dir))
+    config = _run(lambda: load_feature_config(feature_config))
+    from fraud_detection.features.build import build_feature_tables
+
+    with _progress("building features"):
+        result = _run(lambda: build_feature_tables(raw, loaded, config, out, as_of=_utc_naive(as_of)))
+    rows = len(result.tables["transaction"])
+    typer.echo(f"built {len(config.feature_names)} features for {rows} transactions")
+    typer.echo(f"feature tables: {result.out_dir}")
 
 
 @features_app.command("apply")

@@ -263,7 +263,7 @@ def split_feature_tables(features: pd.DataFrame, config: FeatureConfig) -> dict[
     """
     base = ["transaction_id", "event_timestamp"]
     return {
-        "transactions": features,
+        "transaction": features,
         "customer": features[[*base, "customer_id", *config.customer_features]],
         "terminal": features[[*base, "terminal_id", *config.terminal_features]],
         "customer_terminal": features[[*base, "customer_id", "terminal_id", *config.pair_features]],
