@@ -1,0 +1,1 @@
+"""Feast repository: declarative definitions (``definitions.py``) and the embedded profile."""
