@@ -30,12 +30,20 @@ install: $(VENV)/.synced
 demo: install
 	$(VENV)/bin/fraud simulate --out $(DEMO_DIR)/raw/simulator
 	$(VENV)/bin/fraud validate $(DEMO_DIR)/raw/simulator --contract simulator --out $(DEMO_DIR)/processed/simulator
+	$(VENV)/bin/fraud features build --raw $(DEMO_DIR)/raw/simulator --contract simulator --out $(DEMO_DIR)/features/simulator
+	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features apply --features-dir $(DEMO_DIR)/features/simulator
+	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features materialize \
+		--start 2018-04-01 --end 2018-10-01 --features-dir $(DEMO_DIR)/features/simulator
+	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features online \
+		--customer-id 42 --terminal-id 7 --amount 120 --timestamp 2018-09-30T12:00:00 --features-dir $(DEMO_DIR)/features/simulator
 	@echo
 	@echo "Demo outputs:"
 	@echo "  raw dataset (immutable daily partitions + manifest): $(DEMO_DIR)/raw/simulator/"
 	@echo "  validated transactions:                             $(DEMO_DIR)/processed/simulator/transactions.parquet"
 	@echo "  data quality report:                                $(DEMO_DIR)/processed/simulator/quality_report.html"
 	@echo "  lineage manifest (content digest):                  $(DEMO_DIR)/processed/simulator/manifest.json"
+	@echo "  point-in-time feature tables:                       $(DEMO_DIR)/features/simulator/"
+	@echo "  Feast registry + SQLite online store:               $(DEMO_DIR)/feature_store/"
 
 test: install
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
@@ -44,6 +52,8 @@ bench: install
 	$(VENV)/bin/python bench/bench_simulator.py
 	$(VENV)/bin/python bench/bench_validation.py
 	$(VENV)/bin/python bench/bench_cli_startup.py
+	$(VENV)/bin/python bench/bench_features.py
+	$(VENV)/bin/python bench/bench_feature_store.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -365,3 +365,33 @@ def features_materialize(
             assert start is not None
             _run(lambda: store.materialize(handle, start, end))
             typer.echo(f"materialised {start} .. {end}")
+
+
+@features_app.command("online")
+def features_online(
+    customer_id: Annotated[int, typer.Option(help="The card (customer) of the transaction.")],
+    terminal_id: Annotated[int, typer.Option(help="The terminal of the transaction.")],
+    amount: Annotated[float, typer.Option(min=0.0, help="The transaction amount.")],
+    timestamp: Annotated[
+        dt.datetime | None, typer.Option(help="Transaction time (UTC); default now.")
+    ] = None,
+    timeout_s: Annotated[
+        float,
+        typer.Option(min=0.001, help="Deadline before defaults stand in (a first call opens the store)."),
+    ] = 2.0,
+    features_dir: _FeaturesDir = Path("data/features"),
+    feature_config: _FeatureConfigPath = Path("configs/features/default.yaml"),
+) -> None:
+    """Print the fraud_v1 feature vector the online path serves for one transaction."""
+    import json
+
+    store, handle = _open_feature_store(features_dir, feature_config)
+    request = store.TransactionRequest(customer_id, terminal_id, amount, _utc_naive(timestamp))
+    with handle:
+        result = _run(lambda: store.online_features(handle, request, timeout_s=timeout_s))
+    typer.echo(
+        json.dumps(
+            {"features": result.as_dict(), "degraded": result.degraded, "reasons": list(result.reasons)},
+            indent=2,
+        )
+    )
