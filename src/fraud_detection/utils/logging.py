@@ -35,3 +35,6 @@ def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> Non
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Feast logs a line per registry refresh at INFO (hundreds in one materialisation): keep its
+    # warnings and errors only, unless we are debugging.
+    logging.getLogger("feast").setLevel(max(numeric_level, logging.WARNING))
