@@ -51,6 +51,10 @@ def build_feature_tables(
     out_dir = Path(out_dir)
     files = {}
     for name, table in tables.items():
+        if name != "transaction":
+            # Feast's file store converts naive timestamps row by row in Python; UTC-aware ones
+            # (the same instants) it joins vectorised.
+            table = table.assign(event_timestamp=table["event_timestamp"].dt.tz_localize("UTC"))
         data = parquet_bytes(table)
         atomic_write_bytes(out_dir / table_file(name), data)
         files[table_file(name)] = {"sha256": sha256_bytes(data), "rows": len(table)}
