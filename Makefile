@@ -53,7 +53,7 @@ bench: install
 	$(VENV)/bin/python bench/bench_validation.py
 	$(VENV)/bin/python bench/bench_cli_startup.py
 	$(VENV)/bin/python bench/bench_features.py
-	$(VENV)/bin/python bench/bench_feature_store.py
+	$(VENV)/bin/python bench/bench_feature_store.py --online-calls 10000 --historical-rows 100000
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
