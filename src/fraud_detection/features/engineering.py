@@ -163,25 +163,26 @@ class _EntityIndex:
         return np.searchsorted(self.key, self.key - offset_us, side="right")
 
     def prefix_sums(self, values: np.ndarray) -> np.ndarray:
-        """Prefix sums of ``values`` in sorted order, restarting at each entity, with a leading 0.
+        """Per-entity prefix sums of ``values`` in sorted order, with a 0 before each entity's block.
 
-        Restarting keeps the numbers small (one entity's total, not the dataset's), so window sums
-        are exact to ~1e-12 instead of losing digits to a dataset-wide running total.
+        Entity g's rows [s, e) occupy slots s + g .. e + g: slot x + g holds the sum of the rows
+        [s, x), so a window sum is two lookups with no masking. Restarting at each entity keeps
+        the numbers small (one entity's total), so sums stay exact to ~1e-12.
         """
         sorted_values = values[self.order].astype(np.float64)
-        return np.r_[0.0, pd.Series(sorted_values).groupby(self.group_of_row).cumsum().to_numpy()]
+        within = pd.Series(sorted_values).groupby(self.group_of_row).cumsum().to_numpy()
+        return np.insert(within, self.group_start, 0.0)
 
     def window_sum(self, prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        # lo and hi lie in the row's own entity block, where the prefix restarted at its start.
-        start = self.row_group_start
-        return np.where(hi > start, prefix[hi], 0.0) - np.where(lo > start, prefix[lo], 0.0)
+        # lo and hi lie in the row's own entity block; shift both by the block's slot offset.
+        return prefix.take(hi + self.group_of_row) - prefix.take(lo + self.group_of_row)
 
     def unsort(self, sorted_columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Back to input row order: one gather per column through the inverse permutation."""
         if self._inverse is None:
             self._inverse = np.empty_like(self.order)
             self._inverse[self.order] = np.arange(len(self.order))
-        return {name: np.asarray(values)[self._inverse] for name, values in sorted_columns.items()}
+        return {name: np.asarray(values).take(self._inverse) for name, values in sorted_columns.items()}
 
 
 def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
