@@ -58,3 +58,52 @@ def test_build_refuses_data_that_fails_the_gate(tmp_path: Path, monkeypatch) -> 
     assert result.exit_code == 1
     assert "greater_than_or_equal_to(0.0)" in result.output
     assert not (tmp_path / "f").exists()
+
+
+def test_build_apply_materialize_online_from_the_cli(tmp_path: Path, monkeypatch) -> None:
+    """The demo's chain: the online vector of an entity's latest transaction is its offline row."""
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.setenv("FRAUD_FEATURE_STORE_DIR", str(tmp_path / "store"))
+    raw, features = tmp_path / "raw", tmp_path / "features"
+    simulate_to_folder(SimulatorConfig(n_customers=200, n_terminals=400, n_days=30), raw)
+    runner = CliRunner()
+
+    def ok(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    ok("features", "build", "--raw", str(raw), "--out", str(features), "--as-of", "2019-01-01")
+    ok("features", "apply", "--features-dir", str(features))
+    ok(
+        "features",
+        "materialize",
+        "--start",
+        "2018-03-01",
+        "--end",
+        "2018-06-01",
+        "--features-dir",
+        str(features),
+    )
+
+    table = pd.read_parquet(features / "transaction_features.parquet")
+    ts = table["event_timestamp"]
+    latest = table[
+        (ts == ts.groupby(table["customer_id"]).transform("max"))
+        & (ts == ts.groupby(table["terminal_id"]).transform("max"))
+        & (ts == ts.groupby([table["customer_id"], table["terminal_id"]]).transform("max"))
+    ].iloc[0]
+    output = ok(
+        "features", "online",
+        "--customer-id", str(int(latest["customer_id"])),
+        "--terminal-id", str(int(latest["terminal_id"])),
+        "--amount", repr(float(latest["amount"])),
+        "--timestamp", latest["event_timestamp"].isoformat(),
+        "--features-dir", str(features),
+    )  # fmt: skip
+    served = json.loads(output[output.index("{") :])
+    assert served["degraded"] is False
+    config = load_feature_config(FEATURE_CONFIG)
+    assert list(served["features"]) == config.feature_names
+    for name in config.feature_names:
+        assert served["features"][name] == pytest.approx(float(latest[name]), abs=1e-9), name
