@@ -171,7 +171,7 @@ def test_service_fields_follow_the_feature_config(data: FeatureData) -> None:
 
     from fraud_detection.features.repo.definitions import FEATURE_SERVICE_NAME, build_definitions
 
-    definitions = build_definitions(FEATURE_CONFIG)
+    definitions = build_definitions(FEATURE_CONFIG, "/features")
     assert definitions.service.name == FEATURE_SERVICE_NAME
     served = [field for p in definitions.service.feature_view_projections for field in p.features]
     assert [field.name for field in served] == FEATURE_CONFIG.feature_names

@@ -13,10 +13,11 @@ One feature service, ``fraud_v1`` (``features/repo/definitions.py``), feeds both
 Configuration (:class:`FeatureStoreSettings`, read once at the entry point): the Feast profile
 ``FRAUD_FEAST_CONFIG`` (a ``feature_store.yaml``: ``deployments/feast/prod/feature_store.yaml`` for
 Redis; unset = the packaged embedded default, ``features/repo/feature_store.yaml``: SQLite online
-store, file offline store, file registry) and ``FRAUD_FEATURE_STORE_DIR`` (default
+store, DuckDB offline store over the parquet tables, file registry) and ``FRAUD_FEATURE_STORE_DIR`` (default
 ``data/feature_store``), against which the profile's relative registry and SQLite paths resolve,
-whatever the working directory. Batch sources resolve against the feature folder the store is
-opened on (what ``fraud features build --out DIR`` wrote).
+whatever the working directory. Batch sources name the absolute path of the feature folder the
+store is opened on (what ``fraud features build --out DIR`` wrote): Feast's DuckDB offline store
+reads them relative to the working directory otherwise.
 
 Freshness: how features reach the online store, and how stale they can be
 --------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def open_store(
     local_paths = [Path(p) for p in (_registry_path(repo_config), _sqlite_path(repo_config)) if p]
     for path in local_paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-    definitions = build_definitions(config)
+    definitions = build_definitions(config, str(feature_dir.resolve()))
     _check_service_order(definitions.view_features(), config, "definitions")
     return FeatureStoreHandle(
         feast=FeatureStore(config=repo_config),

@@ -13,8 +13,8 @@ Objects (names are the contract; change them only with a new service version):
 * batch feature views over the tables ``fraud features build`` writes, each row an entity's state
   as of one transaction *including* it (``engineering.split_feature_tables``), event time
   ``event_timestamp``: ``customer_windows`` (customer), ``terminal_windows`` (terminal) and
-  ``customer_terminal_usage`` (customer + terminal). Source paths are the bare file names; the
-  store resolves them against the feature folder it is opened on (Feast's ``repo_path``).
+  ``customer_terminal_usage`` (customer + terminal). Source paths are the files in the feature
+  folder the store is opened on (``source_dir``, absolute).
 * on-demand view ``transaction_request_features``: ``amount``, ``tx_during_weekend``,
   ``tx_during_night`` and ``customer_amount_ratio_{h}d`` from the request fields
   ``request_amount`` and ``request_timestamp`` plus the customer's
@@ -160,8 +160,12 @@ def _request_udf(config: FeatureConfig) -> tuple[Callable[[dict], dict], str]:
     return namespace[REQUEST_VIEW], source
 
 
-def build_definitions(config: FeatureConfig) -> FeatureDefinitions:
-    """Entities, views, the on-demand view and the ``fraud_v1`` service for ``config``'s features."""
+def build_definitions(config: FeatureConfig, source_dir: str) -> FeatureDefinitions:
+    """Entities, views, the on-demand view and the ``fraud_v1`` service for ``config``'s features.
+
+    ``source_dir`` is the folder (absolute path or URL) holding the tables ``fraud features build``
+    wrote; sources name their files there, since offline stores differ in how they resolve paths.
+    """
     customer = Entity(
         name="customer",
         join_keys=[CUSTOMER_KEY],
@@ -181,7 +185,7 @@ def build_definitions(config: FeatureConfig) -> FeatureDefinitions:
         table = VIEW_TABLES[name]
         source = FileSource(
             name=f"{table}_features",
-            path=table_file(table),  # resolved against the feature folder (repo_path)
+            path=f"{source_dir.rstrip('/')}/{table_file(table)}",
             timestamp_field=TIMESTAMP_FIELD,
         )
         return FeatureView(
