@@ -138,6 +138,7 @@ class _EntityIndex:
         # Dense entity codes, spaced further apart than any window can reach, keep entities apart
         # in one int64 key; a single argsort of it orders rows by (entity, time).
         codes, uniques = pd.factorize(entity, sort=True)
+        self.codes, self.n_entities = codes, len(uniques)
         origin = int(micros.min()) if len(micros) else 0  # an empty frame has no minimum
         span = int(micros.max()) - origin + 2 * reach_us + 1 if len(micros) else 1
         if max(len(uniques), 1) * span >= _KEY_LIMIT:
@@ -251,9 +252,17 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
         )
     columns.update(terminals.unsort(by_terminal))
 
-    by_pair = [transactions["customer_id"].to_numpy(), transactions["terminal_id"].to_numpy()]
-    first_seen = pd.Series(micros).groupby(by_pair).transform("min").to_numpy()
-    columns["customer_terminal_first_use"] = (micros == first_seen).astype(np.int64)
+    # First use: the pair's rows in (customer, time) order; the first one has the pair's earliest
+    # time, and every row at that time (simultaneous first uses) is a first use too.
+    pair = (
+        customers.group_of_row.astype(np.int64) * max(terminals.n_entities, 1)
+        + terminals.codes[customers.order]
+    )
+    first_of_pair = ~pd.Series(pair).duplicated().to_numpy()
+    first_time = pd.Series(sorted_micros[first_of_pair], index=pair[first_of_pair]).reindex(pair).to_numpy()
+    first_use = np.empty(len(pair), dtype=np.int64)
+    first_use[customers.order] = sorted_micros == first_time
+    columns["customer_terminal_first_use"] = first_use
     # One frame from the finished columns; copy=False keeps each as its own block (no
     # consolidating copy of the whole table).
     return pd.DataFrame(
