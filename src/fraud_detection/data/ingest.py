@@ -26,6 +26,7 @@ from fraud_detection.data.loaders import read_transactions
 from fraud_detection.data.quality import QualityReport, run_quality_checks
 from fraud_detection.data.raw_store import (
     MANIFEST_FORMAT,
+    MANIFEST_NAME,
     FileEntry,
     Manifest,
     RawWriteResult,
@@ -47,7 +48,6 @@ TRANSACTIONS_FILE = "transactions.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 REPORT_JSON = "quality_report.json"
 REPORT_HTML = "quality_report.html"
-MANIFEST_FILE = "manifest.json"
 
 
 SIMULATOR_CONTRACT = "simulator"
@@ -173,7 +173,7 @@ def publish(report: QualityReport, out_dir: Path, result: DatasetValidation | No
     _refuse_raw_dataset(out_dir, report.source)
     quarantine = _write_quarantine(result, out_dir)
     if result is None or not report.passed:
-        (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
         (out_dir / TRANSACTIONS_FILE).unlink(missing_ok=True)
         return write_report(report, out_dir)[0]
     write_report(report, out_dir)
@@ -194,7 +194,7 @@ def publish(report: QualityReport, out_dir: Path, result: DatasetValidation | No
 
 
 def _refuse_raw_dataset(out_dir: Path, source: str) -> None:
-    manifest_path = out_dir / MANIFEST_FILE
+    manifest_path = out_dir / MANIFEST_NAME
     same_folder = Path(source).exists() and Path(source).resolve() == out_dir.resolve()
     if same_folder or (
         manifest_path.exists() and read_manifest(fsspec.filesystem("file"), str(manifest_path)).kind == "raw"

@@ -274,17 +274,20 @@ def write_raw_dataset(
         with ThreadPoolExecutor(max_workers=4) as pool:
             encoded = list(pool.map(lambda item: parquet_bytes(item[1]), tables))
             # Every conflict is found before the first byte is written: a refusal leaves no trace.
-            for (relative, _, _), data in zip(tables, encoded, strict=True):
+            present = [
                 _check_immutable(out_dir / relative, data)
-            writes = [
-                pool.submit(write_immutable, out_dir / relative, data)
                 for (relative, _, _), data in zip(tables, encoded, strict=True)
             ]
-            written = 0
+            writes = [
+                pool.submit(atomic_write_bytes, out_dir / relative, data)
+                for (relative, _, _), data, exists in zip(tables, encoded, present, strict=True)
+                if not exists
+            ]
             for done, future in enumerate(writes, start=1):
-                written += future.result()
+                future.result()
                 if progress is not None:
                     progress(done, len(writes))
+            written = len(writes)
         entries = [
             FileEntry(**entry, sha256=sha256_bytes(data))
             for (_, _, entry), data in zip(tables, encoded, strict=True)
