@@ -68,3 +68,9 @@ class FeatureStoreError(FraudDetectionError):
 class ArtifactError(FraudDetectionError):
     """A saved model or transformer is missing, unreadable, fails its checksum, or asks to load an
     untrusted type (nothing is ever unpickled)."""
+
+
+class SplitError(FraudDetectionError):
+    """A time split cannot be built: a bad window argument, missing columns, or a fold window without rows."""
+
+    exit_code = 2
