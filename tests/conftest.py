@@ -85,3 +85,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     untiered = [item.nodeid for item in items if len(_TIERS & {m.name for m in item.iter_markers()}) != 1]
     if untiered:
         raise pytest.UsageError(f"tests without exactly one tier marker {sorted(_TIERS)}: {untiered[:5]}")
+
+
+# --- training: a small simulated dataset and configs pointing at it ---------------------------------
+
+SMALL_SIM = {"n_customers": 600, "n_terminals": 1200, "n_days": 63, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def small_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """63 simulated days (~73k transactions) as a raw dataset folder, written once per worker."""
+    from fraud_detection.data.ingest import simulate_to_folder
+    from fraud_detection.data.simulator import SimulatorConfig
+
+    out = tmp_path_factory.mktemp("small_raw") / "raw"
+    simulate_to_folder(SimulatorConfig(**SMALL_SIM), out)
+    return out
+
+
+def training_config(source: Path, **sections: dict) -> dict:
+    """A training config (as a dict) for the small dataset: 2 validation and 2 test folds."""
+    config = {
+        "experiment": "tests",
+        "registered_model": "fraud-test",
+        "data": {"source": str(source), "contract": str(CONTRACTS_DIR / "simulator.yaml")},
+        "features": {"config": str(REPO_ROOT / "configs" / "features" / "default.yaml")},
+        "split": {
+            "validation": {"latest_train_start": "2018-04-22", "n_folds": 2},
+            "test": {"latest_train_start": "2018-05-06", "n_folds": 2},
+        },
+        "model": {"type": "xgboost", "xgboost": {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.3}},
+        "search": {
+            "n_trials": 3,
+            "space": {
+                "max_depth": {"type": "int", "low": 2, "high": 4},
+                "learning_rate": {"type": "float", "low": 0.05, "high": 0.3, "log": True},
+            },
+        },
+    }
+    for name, value in sections.items():
+        config[name] = {**config.get(name, {}), **value} if isinstance(value, dict) else value
+    return config
+
+
+def write_training_config(path: Path, source: Path, **sections: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(training_config(source, **sections)), encoding="utf-8")
+    return path

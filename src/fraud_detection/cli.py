@@ -395,3 +395,251 @@ def features_online(
             indent=2,
         )
     )
+
+
+# --- training, tuning, scoring and the model registry ----------------------------------------------
+
+_TrainingConfigPath = Annotated[Path, typer.Option("--config", help="Training config (YAML).")]
+_Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override one config value, e.g. --set model.xgboost.max_depth=4 (repeatable)."
+    ),
+]
+_ModelName = Annotated[
+    str, typer.Option("--name", help="Registered model name (the configs' registered_model).")
+]
+
+
+def _training_inputs(config_path: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+    """Config (with overrides), its contract, and the training table (validated, features built)."""
+    from fraud_detection.data.contract import load_contract
+    from fraud_detection.training.config import load_training_config
+
+    config = _run(lambda: load_training_config(config_path, overrides or []))
+    contract = _run(lambda: load_contract(config.data.contract, _settings().contracts_dir))
+    from fraud_detection.training.dataset import load_training_table
+
+    with _progress("validating and building features"):
+        table = _run(lambda: load_training_table(config, contract, as_of=_utc_naive(None)))
+    return config, table
+
+
+def _open_tracking():  # type: ignore[no-untyped-def]
+    import os
+
+    # Before MLflow is imported: no per-file progress bars, and its INFO narration only when debugging.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", _settings().log_level if _state.debug else "WARNING")
+    from fraud_detection.training import tracking
+
+    handle = tracking.tracking_from_settings(_settings())
+    _run(lambda: tracking.open_tracking(handle))
+    return tracking, handle
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+
+
+@app.command()
+def train(
+    config: _TrainingConfigPath = Path("configs/training/default.yaml"),
+    overrides: _Overrides = None,
+    train_start: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], help="First day of the training window [default: latest labelled]."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the bundle (new or empty) [default: under FRAUD_DATA_DIR]."),
+    ] = None,
+    folds: Annotated[
+        bool, typer.Option("--folds/--no-folds", help="Assess on the config's prequential test folds first.")
+    ] = True,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Record the run in MLflow.")] = True,
+    register: Annotated[
+        bool, typer.Option("--register", help="Register the model as a new version with alias challenger.")
+    ] = False,
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Sign the bundle with this EC private key (PEM).")
+    ] = None,
+) -> None:
+    """Train the configured model on one window, write its bundle, track and optionally register it."""
+    if register and not track:
+        raise _fail("--register needs tracking (drop --no-track)", 2)
+    settings = _settings()
+    loaded, table = _training_inputs(config, overrides)
+    from fraud_detection.training import runs
+
+    if out is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = settings.data_dir / "models" / loaded.experiment / stamp
+    start = train_start.date() if train_start else None
+    result = _run(
+        lambda: runs.train(loaded, table, out, train_start=start, assess_folds=folds, signing_key=sign_key)
+    )
+    if track:
+        tracking, handle = _open_tracking()
+        experiment = _run(lambda: tracking.experiment_id(loaded.experiment, handle))
+        lock = Path("uv.lock")
+        result = _run(
+            lambda: runs.log_training_run(
+                result,
+                loaded,
+                table,
+                experiment,
+                register=register,
+                lock_file=lock if lock.is_file() else None,
+            )
+        )
+    if result.protocol is not None:
+        for index, fold in enumerate(result.protocol.folds):
+            typer.echo(
+                f"test fold {index} (train from {fold.windows.train_start.date()}): {_metrics_line(fold.metrics)}"
+            )
+        means = {k: v for k, v in result.protocol.summary.items() if k.endswith("_mean")}
+        typer.echo(f"test folds mean: {_metrics_line(means)}")
+    if result.holdout_metrics is not None:
+        typer.echo(f"window test period: {_metrics_line(result.holdout_metrics)}")
+    typer.echo(
+        f"trained {result.bundle.model_type} on {result.window.start.date()} .. {result.window.end.date()} (end excluded)"
+    )
+    typer.echo(f"bundle: {result.bundle_dir} (sha256 {result.digest})")
+    if result.run_id:
+        typer.echo(f"mlflow run: {result.run_id}")
+    if result.registered_version:
+        typer.echo(
+            f"registered: models:/{loaded.registered_model}/{result.registered_version} (alias challenger)"
+        )
+
+
+@app.command()
+def tune(
+    config: _TrainingConfigPath = Path("configs/training/default.yaml"),
+    overrides: _Overrides = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Trials for this worker [default: search.n_trials].")
+    ] = None,
+    write_config: Annotated[
+        Path | None, typer.Option(help="Write the config with the selected hyperparameters here (YAML).")
+    ] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Record the study in MLflow.")] = True,
+) -> None:
+    """Search hyperparameters on the validation folds (Optuna TPE + pruning); print the selection."""
+    import json
+
+    loaded, table = _training_inputs(config, overrides)
+    from fraud_detection.training.tuning import tune as run_study
+
+    experiment = None
+    if track:
+        tracking, handle = _open_tracking()
+        experiment = _run(lambda: tracking.experiment_id(loaded.experiment, handle))
+    result = _run(lambda: run_study(loaded, table, experiment_id=experiment, n_trials=trials))
+    typer.echo(
+        f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
+        f"{result.n_infeasible} infeasible; best trial {result.best_trial} "
+        f"validation average precision {result.best_value:.4f}"
+    )
+    typer.echo(f"best params: {json.dumps(result.best_params)}")
+    if write_config is not None:
+        import yaml
+
+        from fraud_detection.utils.io import atomic_write_text
+
+        tuned = result.tuned_config(loaded).model_dump(mode="json")
+        _run(lambda: atomic_write_text(write_config, yaml.safe_dump(tuned, sort_keys=False)))
+        typer.echo(f"tuned config: {write_config}")
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")],
+    input_path: Annotated[
+        str, typer.Option("--input", help="Raw transactions (parquet/CSV file or folder).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Parquet file for transaction_id, score, decision, model_version.")
+    ],
+    contract: Annotated[str, typer.Option(help="Contract name or .yaml path.")] = "simulator",
+) -> None:
+    """Score raw transactions (features point-in-time from the input's own history) with a model."""
+    from fraud_detection.data.contract import load_contract
+
+    settings = _settings()
+    loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
+    if model.startswith("models:/"):
+        _open_tracking()
+    from fraud_detection.data.ingest import validate_dataset
+    from fraud_detection.inference.scoring import score_transactions, write_scores
+    from fraud_detection.models.registry import resolve_model
+
+    resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
+    validation = _run(lambda: validate_dataset(input_path, loaded, as_of=_utc_naive(None)))
+    scores = _run(lambda: score_transactions(resolved, validation.valid))
+    _run(lambda: write_scores(scores, out))
+    typer.echo(
+        f"scored {len(scores)} transactions with {resolved.uri} (version {resolved.version}): "
+        f"{int(scores['decision'].sum())} alerts at threshold {resolved.bundle.threshold}"
+    )
+    typer.echo(f"scores: {out}")
+
+
+@app.command()
+def models(name: _ModelName = "fraud-detector") -> None:
+    """List the registered versions with their aliases and test metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    _open_tracking()
+    from fraud_detection.models.registry import list_versions
+
+    versions = _run(lambda: list_versions(name))
+    table = Table(title=f"registered model {name}")
+    for column in ("version", "aliases", "model", "test AP", "test AUC", "test CP@k", "bundle sha256"):
+        table.add_column(column)
+    for info in versions:
+        tags = info.tags
+        cp = next(
+            (v for k, v in tags.items() if k.startswith("test_card_precision_at_") and k.endswith("_mean")),
+            "-",
+        )
+        table.add_row(
+            info.version,
+            ", ".join(info.aliases) or "-",
+            tags.get("model_type", "-"),
+            tags.get("test_average_precision_mean", "-"),
+            tags.get("test_roc_auc_mean", "-"),
+            cp,
+            tags.get("bundle_sha256", "-")[:16],
+        )
+    Console(width=140).print(table)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    name: _ModelName = "fraud-detector",
+) -> None:
+    """Make a registered version the champion (the previous one is remembered for rollback)."""
+    _open_tracking()
+    from fraud_detection.models.registry import promote as promote_version
+
+    previous = _run(lambda: promote_version(name, version))
+    if previous == version:
+        typer.echo(f"{name} version {version} is already the champion")
+    else:
+        typer.echo(f"{name}: champion is now version {version} (was {previous or 'none'})")
+
+
+@app.command()
+def rollback(name: _ModelName = "fraud-detector") -> None:
+    """Move the champion alias back to the previous champion, in one command."""
+    _open_tracking()
+    from fraud_detection.models.registry import rollback as rollback_champion
+
+    current, previous = _run(lambda: rollback_champion(name))
+    typer.echo(f"{name}: champion rolled back from version {current} to version {previous}")

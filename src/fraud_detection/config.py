@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", frozen=True)
 
     contracts_dir: Path = Path("configs/contract")
+    data_dir: Path = Path("data")
+    mlflow_tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else SQLite under data_dir
+    model_public_key: Path | None = None  # set: every bundle must carry a valid signature (production)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
 

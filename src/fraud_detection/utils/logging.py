@@ -38,3 +38,6 @@ def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> Non
     # Feast logs a line per registry refresh at INFO (hundreds in one materialisation): keep its
     # warnings and errors only, unless we are debugging.
     logging.getLogger("feast").setLevel(max(numeric_level, logging.WARNING))
+    # MLflow and alembic narrate every model log and schema migration at INFO.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))

@@ -1,0 +1,199 @@
+"""The model registry (MLflow): versions, the ``challenger``/``champion`` aliases, promotion and rollback.
+
+No deprecated stages: aliases move. Every registered version carries tags with its lineage and
+quality: ``bundle_sha256`` (checked on every load, so a bundle swapped together with its manifest
+is still refused), ``data_digest``, ``feature_service``, ``model_type`` and its test metrics.
+
+Rollback needs a memory of past champions: each promotion appends the version to the registered
+model's ``champion_history`` tag (a JSON list), and :func:`rollback` moves ``champion`` back to the
+version before the current one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fraud_detection.errors import ArtifactError, ConfigError
+from fraud_detection.models.bundle import ModelBundle, load_bundle
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+DIGEST_TAG = "bundle_sha256"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model URI: a bundle folder, or a registered model by version or alias."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelRef:
+        if not uri.startswith("models:/"):
+            return cls(uri, path=Path(uri))
+        rest = uri.removeprefix("models:/")
+        if "@" in rest:
+            name, _, alias = rest.partition("@")
+            if name and alias and "/" not in rest:
+                return cls(uri, name=name, alias=alias)
+        else:
+            name, _, version = rest.partition("/")
+            if name and version.isdigit():
+                return cls(uri, name=name, version=version)
+        raise ConfigError(
+            f"model URI {uri!r} is not understood; expected models:/NAME@ALIAS, models:/NAME/VERSION "
+            "or a bundle folder"
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    bundle: ModelBundle
+    uri: str
+    version: str  # registry version, or "bundle-<digest prefix>" for a bundle folder
+    digest: str
+    name: str | None = None
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _mlflow_error() -> type[Exception]:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def _version(ref: ModelRef) -> Any:
+    client = _client()
+    try:
+        if ref.alias is not None:
+            return client.get_model_version_by_alias(ref.name, ref.alias)
+        return client.get_model_version(ref.name, ref.version)
+    except _mlflow_error() as err:
+        raise ConfigError(f"model {ref.uri!r} is not in the registry: {err.message}") from err
+
+
+def resolve_model(
+    uri: str, *, public_key: Path | None = None, expected_digest: str | None = None
+) -> ResolvedModel:
+    """Load the bundle behind ``uri``, checked against its manifest, its external digest and, when a
+    public key is given (production), its signature."""
+    from fraud_detection.models.bundle import bundle_digest
+
+    ref = ModelRef.parse(uri)
+    if ref.path is not None:
+        if not ref.path.exists():
+            raise ArtifactError(f"model bundle {str(ref.path)!r} does not exist")
+        bundle = load_bundle(ref.path, expected_digest=expected_digest, public_key=public_key)
+        digest = bundle_digest(ref.path)
+        return ResolvedModel(bundle, uri, f"bundle-{digest[:12]}", digest)
+    version = _version(ref)
+    recorded = version.tags.get(DIGEST_TAG)
+    if not recorded:
+        raise ArtifactError(
+            f"model {uri!r} (version {version.version}) has no {DIGEST_TAG} tag to check it against"
+        )
+    if expected_digest is not None and expected_digest != recorded:
+        raise ArtifactError(
+            f"model {uri!r} (version {version.version}) has digest {recorded}, the deployment expects {expected_digest}"
+        )
+    import mlflow
+
+    from fraud_detection.training.tracking import BUNDLE_ARTIFACT
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{ref.name}/{version.version}"))
+    bundle = load_bundle(
+        local / "artifacts" / BUNDLE_ARTIFACT, expected_digest=recorded, public_key=public_key
+    )
+    return ResolvedModel(bundle, uri, str(version.version), recorded, name=ref.name)
+
+
+def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    _client().set_registered_model_alias(name, alias, version)
+
+
+def _history(name: str) -> list[str]:
+    try:
+        model = _client().get_registered_model(name)
+    except _mlflow_error() as err:
+        raise ConfigError(f"registered model {name!r} does not exist: {err.message}") from err
+    return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+
+
+def promote(name: str, version: str) -> str | None:
+    """Make ``version`` the champion; returns the previous champion's version (None if there was none)."""
+    client = _client()
+    _version(ModelRef(f"models:/{name}/{version}", name=name, version=str(version)))
+    history = _history(name)
+    previous = history[-1] if history else None
+    if previous == str(version):
+        return previous
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps([*history, str(version)]))
+    return previous
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Move ``champion`` back to the previous champion; returns (from_version, to_version)."""
+    history = _history(name)
+    if len(history) < 2:
+        raise ConfigError(
+            f"registered model {name!r} has no previous champion to roll back to (history {history})"
+        )
+    current, previous = history[-1], history[-2]
+    client = _client()
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[:-1]))
+    return current, previous
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: tuple[str, ...]
+    run_id: str
+    created: int
+    tags: dict[str, str]
+
+
+def list_versions(name: str) -> list[VersionInfo]:
+    client = _client()
+    try:
+        model = client.get_registered_model(name)
+    except _mlflow_error() as err:
+        raise ConfigError(f"registered model {name!r} does not exist: {err.message}") from err
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted(
+        (
+            VersionInfo(
+                str(v.version),
+                tuple(sorted(aliases.get(str(v.version), []))),
+                v.run_id,
+                v.creation_timestamp,
+                dict(v.tags),
+            )
+            for v in versions
+        ),
+        key=lambda info: int(info.version),
+    )

@@ -1,0 +1,70 @@
+"""The training table: validated transactions → point-in-time features → one frame with the label.
+
+Features are computed over the whole history in the source (each row only sees its past, so
+training windows cut out of this table carry no leakage), with the very functions that fill the
+Feast tables: the offline rows a model trains on are the rows the feature store serves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fraud_detection.data.contract import Contract, Role
+from fraud_detection.data.ingest import validate_dataset
+from fraud_detection.data.quality import gate
+from fraud_detection.features.engineering import FeatureConfig, build_features, load_feature_config
+from fraud_detection.training.config import HANDBOOK_FEATURES, TrainingConfig
+
+LABEL = "is_fraud"
+
+
+@dataclass(frozen=True)
+class TrainingTable:
+    """Keys, features, label and protected attributes of every validated transaction."""
+
+    frame: pd.DataFrame
+    feature_config: FeatureConfig
+    feature_names: tuple[str, ...]
+    protected: tuple[str, ...]
+    source: str
+    content_digest: str  # digest of the validated input rows (lineage)
+
+    @property
+    def label(self) -> pd.Series:
+        return self.frame[LABEL]
+
+
+def select_features(config: FeatureConfig, feature_set: str) -> tuple[str, ...]:
+    if feature_set == "handbook":
+        return HANDBOOK_FEATURES
+    return tuple(config.feature_names)
+
+
+def build_training_table(
+    transactions: pd.DataFrame, contract: Contract, feature_config: FeatureConfig
+) -> pd.DataFrame:
+    """Features plus the label and the contract's protected columns (kept for fairness, never inputs)."""
+    features = build_features(transactions, feature_config)
+    protected = contract.columns_with_role(Role.PROTECTED)
+    extra = transactions[[LABEL, *protected]]
+    return pd.concat([features, extra], axis=1, copy=False)
+
+
+def load_training_table(config: TrainingConfig, contract: Contract, *, as_of: dt.datetime) -> TrainingTable:
+    """Validate the configured source (quality gate included) and compute its training table."""
+    validation = validate_dataset(config.data.source, contract, as_of=as_of)
+    gate(validation.report)
+    feature_config = load_feature_config(Path(config.features.config))
+    frame = build_training_table(validation.valid, contract, feature_config)
+    return TrainingTable(
+        frame=frame,
+        feature_config=feature_config,
+        feature_names=select_features(feature_config, config.features.feature_set),
+        protected=tuple(contract.columns_with_role(Role.PROTECTED)),
+        source=config.data.source,
+        content_digest=validation.report.content_digest or "",
+    )

@@ -1,0 +1,248 @@
+"""``fraud train``: assess the configured model on the prequential test folds, fit it on one window,
+write the bundle, and record everything in MLflow (optionally registering a ``challenger``).
+
+The training window defaults to the latest one whose labels are all known at the end of the data
+(``delay_days`` before it); ``train_start`` picks any other, e.g. one fold of the handbook protocol.
+When the data covers that window's delayed test period, the model is scored there too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from fraud_detection.errors import SplitError
+from fraud_detection.models.bundle import ModelBundle, TrainingWindow, save_bundle, sign_bundle
+from fraud_detection.training.config import TrainingConfig
+from fraud_detection.training.dataset import LABEL, TrainingTable
+from fraud_detection.training.trainer import (
+    TIMESTAMP,
+    ProtocolResult,
+    feature_matrix,
+    fit_bundle,
+    fold_at,
+    latest_labelled_train_start,
+    run_protocol,
+    score_metrics,
+)
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    bundle: ModelBundle
+    bundle_dir: Path
+    digest: str
+    window: TrainingWindow
+    protocol: ProtocolResult | None
+    holdout_metrics: dict[str, float] | None
+    run_id: str | None = None
+    registered_version: str | None = None
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Bundle metadata is strict JSON: an undefined metric (NaN) is recorded as null."""
+    return {name: (value if np.isfinite(value) else None) for name, value in metrics.items()}
+
+
+def config_digest(config: TrainingConfig) -> str:
+    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _holdout(
+    table: TrainingTable, config: TrainingConfig, train_start: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training rows of the window, and its delayed test rows (empty when beyond the data)."""
+    split = fold_at(config, train_start)
+    windows = split.windows()[0]
+    frame = table.frame
+    stamps = frame[TIMESTAMP]
+    train = frame[(stamps >= windows.train_start) & (stamps < windows.train_end)]
+    try:
+        _, test_rows = next(split.split(frame))
+    except SplitError:
+        return train, frame.iloc[:0]
+    # Only a complete test period is a fair holdout.
+    if stamps.max() < windows.test_end - dt.timedelta(seconds=1) - dt.timedelta(days=1):
+        return train, frame.iloc[:0]
+    return train, frame.iloc[test_rows]
+
+
+def train(
+    config: TrainingConfig,
+    table: TrainingTable,
+    out_dir: Path,
+    *,
+    train_start: dt.date | None = None,
+    assess_folds: bool = True,
+    signing_key: Path | None = None,
+) -> TrainResult:
+    """Fit, assess and save; tracking is separate (:func:`log_training_run`)."""
+    protocol = run_protocol(table, config, config.split.test) if assess_folds else None
+    start = train_start or latest_labelled_train_start(table, config)
+    train_rows, test_rows = _holdout(table, config, start)
+    window = TrainingWindow(
+        start=dt.datetime.combine(start, dt.time()),
+        end=dt.datetime.combine(start, dt.time()) + dt.timedelta(days=config.split.train_days),
+    )
+    metadata: dict[str, Any] = {
+        "data": {
+            "source": table.source,
+            "content_digest": table.content_digest,
+            "train_rows": len(train_rows),
+            "train_frauds": int(train_rows[LABEL].sum()),
+        },
+        "feature_set": config.features.feature_set,
+        "feature_config": table.feature_config.model_dump(mode="json"),
+        "config_sha256": config_digest(config),
+        "config": config.model_dump(mode="json"),
+    }
+    if protocol is not None:
+        metadata["test_folds"] = _finite(protocol.summary)
+    bundle = fit_bundle(
+        train_rows,
+        table.feature_names,
+        config.model,
+        seed=config.seed,
+        window=window,
+        threshold=config.threshold.value,
+        feature_service=config.features.feature_service,
+        metadata=metadata,
+    )
+    holdout_metrics = None
+    if not test_rows.empty:
+        scores = bundle.predict_proba(feature_matrix(test_rows, table.feature_names))
+        holdout_metrics = score_metrics(test_rows, scores, config.top_k)
+        bundle = dataclasses.replace(
+            bundle, metadata={**bundle.metadata, "holdout_metrics": _finite(holdout_metrics)}
+        )
+    digest = save_bundle(bundle, out_dir)
+    if signing_key is not None:
+        sign_bundle(out_dir, signing_key)
+    _log.info("model trained", bundle=str(out_dir), digest=digest, window_start=str(start))
+    return TrainResult(bundle, out_dir, digest, window, protocol, holdout_metrics)
+
+
+def log_training_run(
+    result: TrainResult,
+    config: TrainingConfig,
+    table: TrainingTable,
+    experiment_id: str,
+    *,
+    register: bool,
+    lock_file: Path | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
+    """One MLflow run with the config, lineage, per-fold and aggregated metrics, plots, the model
+    (signature + input example) and the lock file; registering makes the version the ``challenger``."""
+    import mlflow
+
+    from fraud_detection.models import registry
+    from fraud_detection.training import tracking
+
+    bundle = result.bundle
+    metrics = {
+        f"test_{name}": value for name, value in (result.protocol.summary if result.protocol else {}).items()
+    }
+    metrics.update({f"holdout_{name}": value for name, value in (result.holdout_metrics or {}).items()})
+    train_rows = bundle.metadata["data"]["train_rows"]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or "train") as run:
+        mlflow.set_tags(
+            {
+                "git_commit": tracking.git_commit(),
+                "data_digest": table.content_digest,
+                "feature_service": bundle.feature_service,
+                "feature_set": config.features.feature_set,
+                "model_type": bundle.model_type,
+                registry.DIGEST_TAG: result.digest,
+            }
+        )
+        mlflow.log_dict(config.model_dump(mode="json"), "config/training.json")
+        mlflow.log_params(
+            {
+                **tracking.flatten("model", config.model.params()),
+                "model.type": config.model.type,
+                "seed": config.seed,
+                "feature_set": config.features.feature_set,
+                "n_features": len(bundle.feature_names),
+                "train_start": result.window.start.date().isoformat(),
+                "train_end": result.window.end.date().isoformat(),
+                "train_rows": train_rows,
+                "train_frauds": bundle.metadata["data"]["train_frauds"],
+                "data_rows": len(table.frame),
+                "data_frauds": int(table.label.sum()),
+                "threshold": bundle.threshold,
+            }
+        )
+        mlflow.log_input(
+            tracking.dataset_input(table.source, table.content_digest, len(table.frame)), context="training"
+        )
+        if result.protocol is not None:
+            for index, fold in enumerate(result.protocol.folds):
+                mlflow.log_metrics({f"fold_test_{k}": v for k, v in fold.metrics.items()}, step=index)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        _log_figures(result)
+        if lock_file is not None:
+            tracking.log_lock_file(lock_file)
+        example = table.frame[list(bundle.feature_names)].head(5).astype(np.float32)
+        info = tracking.log_bundle_model(
+            result.bundle_dir,
+            result.digest,
+            example,
+            bundle.predict_proba(example),
+            config.registered_model if register else None,
+        )
+        version = None
+        if register and info.registered_model_version is not None:
+            version = str(info.registered_model_version)
+            registry.tag_version(
+                config.registered_model,
+                version,
+                {
+                    registry.DIGEST_TAG: result.digest,
+                    "data_digest": table.content_digest,
+                    "feature_service": bundle.feature_service,
+                    "model_type": bundle.model_type,
+                    "run_id": run.info.run_id,
+                    **{k: round(v, 6) for k, v in metrics.items() if np.isfinite(v)},
+                },
+            )
+            registry.set_alias(config.registered_model, registry.CHALLENGER, version)
+    return TrainResult(**{**result.__dict__, "run_id": run.info.run_id, "registered_version": version})
+
+
+def _log_figures(result: TrainResult) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from fraud_detection.training import tracking
+
+    bundle = result.bundle
+    names = list(bundle.feature_names)
+    if bundle.booster is not None:
+        gain = bundle.booster.get_score(importance_type="gain")
+        values = np.array([gain.get(name, 0.0) for name in names])
+        title = "XGBoost gain"
+    else:
+        assert bundle.linear is not None
+        values = np.abs(bundle.linear.coef)
+        title = "|coefficient| (standardised inputs)"
+    figure = tracking.figure_feature_importance(names, values, f"feature importance: {title}")
+    mlflow.log_figure(figure, "plots/feature_importance.png")
+    plt.close(figure)
+    if result.protocol is not None:
+        y_true = np.concatenate([fold.y_true for fold in result.protocol.folds])
+        y_score = np.concatenate([fold.y_score for fold in result.protocol.folds])
+        figure = tracking.figure_pr_curve(y_true, y_score, "precision-recall, prequential test folds")
+        mlflow.log_figure(figure, "plots/pr_curve.png")
+        plt.close(figure)
