@@ -24,6 +24,20 @@ def _mean(values: list[float], empty: float) -> float:
     return sum(values) / len(values) if values else empty
 
 
+def _zscore(j: int, times: list, customers: list, amounts: list[float], history: dt.timedelta) -> float:
+    """Transaction j's amount z-score against its customer's strictly earlier ``history`` (two-pass)."""
+    prior = [
+        amounts[k]
+        for k in range(len(times))
+        if customers[k] == customers[j] and times[j] - history < times[k] < times[j]
+    ]
+    if len(prior) < 2:
+        return 0.0
+    mean = sum(prior) / len(prior)
+    std = (sum((a - mean) ** 2 for a in prior) / len(prior)) ** 0.5
+    return 0.0 if std == 0 else (amounts[j] - mean) / std
+
+
 def reference_features(
     transactions: pd.DataFrame, config: FeatureConfig, rows: Sequence[int] | None = None
 ) -> pd.DataFrame:
@@ -63,6 +77,11 @@ def reference_features(
         latest = max((times[j] for j in earlier_rows), default=None)
         record["customer_seconds_since_prev_tx"] = -1.0 if latest is None else (t - latest).total_seconds()
         record[config.prior_avg_amount_feature] = prior_avg
+        for n in config.outlier_windows_days:
+            recent = [j for j in earlier_rows if times[j] > t - dt.timedelta(days=n)]
+            record[f"customer_nb_outlier_amounts_{n}d"] = float(
+                sum(_zscore(j, times, customers, amounts, history) >= config.outlier_zscore for j in recent)
+            )
         for n in config.windows_days:
             oldest = t - delay - dt.timedelta(days=n)
             newest = t - delay  # labels up to here are known at t
@@ -71,6 +90,19 @@ def reference_features(
             ]
             record[f"terminal_nb_tx_{n}d"] = float(len(window_labels))
             record[f"terminal_risk_{n}d"] = _mean([float(y) for y in window_labels], empty=0.0)
+        known = [j for j in everyone if terminals[j] == terminals[i] and times[j] <= t - delay]
+        fraud_times = [times[j] for j in known if labels[j] == 1]
+        genuine_times = [times[j] for j in known if labels[j] == 0]
+        f = max(fraud_times, default=None)
+        g = max(genuine_times, default=None)
+        last_is_fraud = f is not None and (g is None or f > g)
+        record["terminal_last_known_fraud"] = float(last_is_fraud)
+        record["terminal_days_since_known_fraud"] = -1.0 if f is None else (t - f).total_seconds() / 86_400
+        if last_is_fraud:
+            streak_start = min(ft for ft in fraud_times if g is None or ft > g)
+            record["terminal_known_fraud_streak_days"] = (t - streak_start).total_seconds() / 86_400
+        else:
+            record["terminal_known_fraud_streak_days"] = -1.0
         used_before = any(terminals[j] == terminals[i] for j in earlier_rows)
         record["customer_terminal_first_use"] = 0.0 if used_before else 1.0
         records.append(record)

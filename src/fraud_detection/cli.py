@@ -466,6 +466,13 @@ def train(
     sign_key: Annotated[
         Path | None, typer.Option(help="Sign the bundle with this EC private key (PEM).")
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="Train XGBoost on Dask: 'local' (in-process cluster) or a scheduler address "
+            "(tcp://host:8786) [default: one machine, no Dask]."
+        ),
+    ] = None,
 ) -> None:
     """Train the configured model on one window, write its bundle, track and optionally register it."""
     if register and not track:
@@ -478,9 +485,26 @@ def train(
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         out = settings.data_dir / "models" / loaded.experiment / stamp
     start = train_start.date() if train_start else None
-    result = _run(
-        lambda: runs.train(loaded, table, out, train_start=start, assess_folds=folds, signing_key=sign_key)
-    )
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        client = None
+        if dask is not None:
+            # Imported only here: Dask and distributed stay out of every other command.
+            from fraud_detection.training.distributed import dask_client
+
+            client = _run(lambda: stack.enter_context(dask_client(dask, n_jobs=loaded.model.xgboost.n_jobs)))
+        result = _run(
+            lambda: runs.train(
+                loaded,
+                table,
+                out,
+                train_start=start,
+                assess_folds=folds,
+                signing_key=sign_key,
+                dask_client=client,
+            )
+        )
     if track:
         tracking, handle = _open_tracking()
         experiment = _run(lambda: tracking.experiment_id(loaded.experiment, handle))

@@ -326,4 +326,59 @@ def test_feature_config_sorts_windows_and_names_features_in_a_fixed_order():
         "tx_during_night",
         "customer_amount_ratio_30d",
     ]
-    assert len(config.feature_names) == len(set(config.feature_names)) == 4 + 8 + 6 + 1
+    assert len(config.feature_names) == len(set(config.feature_names)) == 4 + (8 + 2) + (6 + 3) + 1
+
+
+def test_known_fraud_features_follow_the_latest_labels_known_at_t_minus_delay():
+    """One terminal, hand-computed (delay 7 days): a run of frauds, then a fraud tied with a genuine."""
+    rows = [  # (timestamp, is_fraud)
+        ("2024-01-01 00:00", 0),
+        ("2024-01-02 00:00", 1),
+        ("2024-01-03 00:00", 1),
+        ("2024-01-10 12:00", 0),  # t - 7d = 01-03 12:00: known run of frauds since 01-02
+        ("2024-01-04 00:00", 0),
+        ("2024-01-04 00:00", 1),  # simultaneous fraud and genuine: a tie counts as genuine
+        ("2024-01-11 12:00", 0),  # t - 7d = 01-04 12:00
+        ("2024-01-05 00:00", 1),
+        ("2024-01-12 00:00", 0),  # t - 7d = 01-05 00:00 exactly: that fraud is known (<=)
+    ]
+    frame = pd.DataFrame(
+        {
+            "transaction_id": np.arange(len(rows), dtype=np.int64),
+            "event_timestamp": pd.to_datetime([ts for ts, _ in rows]).astype("datetime64[us]"),
+            "customer_id": np.arange(len(rows), dtype=np.int64),  # customers play no part here
+            "terminal_id": np.ones(len(rows), dtype=np.int64),
+            "amount": np.full(len(rows), 10.0),
+            "is_fraud": np.array([y for _, y in rows], dtype=np.int64),
+        }
+    )
+    features = assert_matches_reference(frame, DEFAULT).set_index("transaction_id")
+    columns = [
+        "terminal_last_known_fraud",
+        "terminal_days_since_known_fraud",
+        "terminal_known_fraud_streak_days",
+    ]
+    assert features.loc[3, columns].tolist() == [1, 7.5, 8.5]
+    assert features.loc[6, columns].tolist() == [0, 7.5, -1.0]
+    assert features.loc[8, columns].tolist() == [1, 7.0, 7.0]
+    assert features.loc[0, columns].tolist() == [0, -1.0, -1.0]  # nothing known yet
+
+
+def test_outlier_counts_use_each_earlier_transactions_own_history():
+    """A steady customer, then a 5x spike: counted by later transactions, not by itself."""
+    amounts = [10.0, 12.0, 8.0, 11.0, 9.0, 50.0, 10.0, 10.0]
+    frame = pd.DataFrame(
+        {
+            "transaction_id": np.arange(len(amounts), dtype=np.int64),
+            "event_timestamp": (
+                pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(amounts)), unit="D")
+            ).astype("datetime64[us]"),
+            "customer_id": np.zeros(len(amounts), dtype=np.int64),
+            "terminal_id": np.arange(len(amounts), dtype=np.int64),
+            "amount": amounts,
+            "is_fraud": np.zeros(len(amounts), dtype=np.int64),
+        }
+    )
+    features = assert_matches_reference(frame, DEFAULT)
+    assert features["customer_nb_outlier_amounts_7d"].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+    assert features["customer_nb_outlier_amounts_14d"].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]

@@ -28,6 +28,17 @@ Ours, each with its point-in-time rule:
   transaction (any age); -1 when there is none.
 * ``customer_terminal_first_use``: 1 when the customer has no strictly earlier transaction on this
   terminal (the whole history available), else 0.
+* ``customer_nb_outlier_amounts_{n}d`` (n in ``outlier_windows_days``): how many of the customer's
+  strictly earlier transactions in ``(t - n days, t)`` were amount outliers when they happened: a
+  z-score >= ``outlier_zscore`` against *their own* strictly earlier ``history_days`` (population
+  std over at least 2 transactions; a flat or shorter history scores 0). A compromised card
+  (scenario 3) shows a run of them. No labels are used.
+* ``terminal_last_known_fraud``, ``terminal_days_since_known_fraud``,
+  ``terminal_known_fraud_streak_days``: the terminal's latest *known* labels (transactions at or
+  before ``t - delay``): whether the latest known one is a fraud, the age of the latest known
+  fraud, and the age of the current run of known frauds (see :func:`_known_fraud_features`). A
+  compromised terminal (scenario 2) turns every transaction into fraud for weeks, so a run of
+  known frauds says it still is.
 
 Computation is vectorised: rows are sorted by (entity, time) once (an O(n) radix sort of entity
 codes when the input is in time order), window bounds come from ``searchsorted`` on a composite
@@ -55,6 +66,11 @@ _SEARCH_CHUNK = 4_096  # needles per window search; see _EntityIndex.after
 _KEY_LIMIT = 2**62  # composite keys stay well inside int64
 
 KEYS = ["transaction_id", "event_timestamp", "customer_id", "terminal_id"]
+TERMINAL_KNOWN_FRAUD_FEATURES = [
+    "terminal_last_known_fraud",
+    "terminal_days_since_known_fraud",
+    "terminal_known_fraud_streak_days",
+]
 
 
 class FeatureConfig(BaseModel):
@@ -65,12 +81,14 @@ class FeatureConfig(BaseModel):
     windows_days: list[int] = Field(min_length=1)
     label_delay_days: int = Field(ge=0)
     history_days: int = Field(ge=1)
+    outlier_windows_days: list[int] = Field(default=[7, 14], min_length=1)
+    outlier_zscore: float = Field(default=3.0, gt=0)
 
-    @field_validator("windows_days")
+    @field_validator("windows_days", "outlier_windows_days")
     @classmethod
     def _positive_unique(cls, value: list[int]) -> list[int]:
         if any(n < 1 for n in value) or len(set(value)) != len(value):
-            raise ValueError(f"windows_days must be distinct positive day counts, got {value}")
+            raise ValueError(f"window lengths must be distinct positive day counts, got {value}")
         return sorted(value)
 
     @property
@@ -95,11 +113,13 @@ class FeatureConfig(BaseModel):
     @property
     def customer_features(self) -> list[str]:
         names = [f"customer_{kind}_{n}d" for n in self.windows_days for kind in ("nb_tx", "avg_amount")]
-        return [*names, "customer_seconds_since_prev_tx", self.prior_avg_amount_feature]
+        outliers = [f"customer_nb_outlier_amounts_{n}d" for n in self.outlier_windows_days]
+        return [*names, "customer_seconds_since_prev_tx", self.prior_avg_amount_feature, *outliers]
 
     @property
     def terminal_features(self) -> list[str]:
-        return [f"terminal_{kind}_{n}d" for n in self.windows_days for kind in ("nb_tx", "risk")]
+        names = [f"terminal_{kind}_{n}d" for n in self.windows_days for kind in ("nb_tx", "risk")]
+        return [*names, *TERMINAL_KNOWN_FRAUD_FEATURES]
 
     @property
     def pair_features(self) -> list[str]:
@@ -268,7 +288,7 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
     customers = _EntityIndex(
         transactions["customer_id"].to_numpy(),
         micros,
-        max(*config.windows_days, config.history_days) * day,
+        max(*config.windows_days, *config.outlier_windows_days, config.history_days) * day,
         time_ordered,
     )
     group = customers.group_of_row
@@ -291,6 +311,26 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
     gap = (customers.micros - customers.micros.take(np.maximum(first_simultaneous - 1, 0))) / _US_PER_SECOND
     columns["customer_seconds_since_prev_tx"] = customers.unsort(np.where(has_prev, gap, -1.0))
     columns[config.amount_ratio_feature] = amount_ratio(amount, columns[config.prior_avg_amount_feature])
+    # Outliers: each row's z-score against its own strictly earlier history (t - h, t) (a
+    # population std over 2+ rows; 0 when it is flat or shorter), then counts of the customer's
+    # strictly earlier outliers (z >= threshold) in (t - n, t).
+    squares = customers.prefix_sums(np.square(amount).take(customers.order))
+    prior_squares = squares.take(first_simultaneous + group) - squares.take(
+        lower[config.history_days] + group
+    )
+    variance = np.divide(prior_squares, prior_count, out=np.zeros_like(prior_squares), where=prior_count > 1)
+    variance -= np.where(prior_count > 1, prior_avg * prior_avg, 0.0)
+    # Cancellation leaves a flat history ~1e-13 above zero: treat that as flat.
+    spread = variance > 1e-12 * np.maximum(prior_avg * prior_avg, 1.0)
+    std = np.sqrt(np.where(spread, variance, 1.0))
+    zscore = np.where(spread, (amount.take(customers.order) - prior_avg) / std, 0.0)
+    outliers = np.concatenate([[0.0], np.cumsum(zscore >= config.outlier_zscore, dtype=np.float64)])
+    outliers_before_t = outliers.take(first_simultaneous)
+    for n in config.outlier_windows_days:
+        lower_n = lower[n] if n in lower else customers.after(n * day)
+        columns[f"customer_nb_outlier_amounts_{n}d"] = customers.unsort(
+            outliers_before_t - outliers.take(lower_n)
+        )
 
     # Terminal windows (t - delay - n, t - delay]: labels only once they are known.
     terminals = _EntityIndex(
@@ -308,6 +348,7 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
         columns[f"terminal_nb_tx_{n}d"] = terminals.unsort(count)
         risk = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
         columns[f"terminal_risk_{n}d"] = terminals.unsort(risk)
+    columns.update(_known_fraud_features(terminals, labels, upto_known))
 
     # First use: a stable sort by terminal of the (customer, time) order gives (terminal,
     # customer, time) order, where each pair's rows are adjacent and the first has its earliest
@@ -328,6 +369,46 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
     return pd.DataFrame(
         {name: columns[name] for name in [*KEYS, *config.feature_names]}, index=transactions.index, copy=False
     )
+
+
+def _known_fraud_features(
+    terminals: _EntityIndex, labels: np.ndarray, upto_known: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The terminal's latest known labels (transactions at or before ``t - delay``), in input order.
+
+    With f the time of the latest known fraud and g of the latest known genuine transaction:
+    ``terminal_last_known_fraud`` is 1 when f exists and is later than g (a tie counts as
+    genuine: a compromised terminal makes every transaction fraud); ``terminal_days_since_known_fraud``
+    is ``(t - f)`` in days (-1 without a known fraud); ``terminal_known_fraud_streak_days`` is the age
+    ``(t - s)`` in days of the run of known frauds after g, s its first one (-1 when the latest
+    known transaction is not a fraud). Rows are in (terminal, time) order, so "latest at or before
+    position p" is a running maximum of positions.
+    """
+    n = len(labels)
+    positions = np.arange(n)
+    start = terminals.group_start.take(terminals.group_of_row)
+    last_known = upto_known - 1  # the terminal's known rows are [start, upto_known)
+    safe = np.maximum(last_known, 0)
+    latest_fraud = np.maximum.accumulate(np.where(labels == 1, positions, -1)).take(safe)
+    latest_genuine = np.maximum.accumulate(np.where(labels == 0, positions, -1)).take(safe)
+    has_fraud = (last_known >= start) & (latest_fraud >= start)
+    has_genuine = (last_known >= start) & (latest_genuine >= start)
+    t = terminals.micros
+    fraud_time = t.take(np.maximum(latest_fraud, 0))
+    genuine_time = t.take(np.maximum(latest_genuine, 0))
+    last_is_fraud = has_fraud & (~has_genuine | (fraud_time > genuine_time))
+    _, first_later = terminals.simultaneous()
+    streak_start = np.where(has_genuine, first_later.take(np.maximum(latest_genuine, 0)), start)
+    streak_start_time = t.take(np.minimum(streak_start, n - 1))
+    return {
+        "terminal_last_known_fraud": terminals.unsort(last_is_fraud.astype(np.int64)),
+        "terminal_days_since_known_fraud": terminals.unsort(
+            np.where(has_fraud, (t - fraud_time) / _US_PER_DAY, -1.0)
+        ),
+        "terminal_known_fraud_streak_days": terminals.unsort(
+            np.where(last_is_fraud, (t - streak_start_time) / _US_PER_DAY, -1.0)
+        ),
+    }
 
 
 def split_feature_tables(features: pd.DataFrame, config: FeatureConfig) -> dict[str, pd.DataFrame]:

@@ -500,7 +500,10 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
       windows include the transaction itself), ``customer_seconds_since_prev_tx`` = -1 (no
       earlier transaction), ``customer_prior_avg_amount_{h}d`` = 0, hence
       ``customer_amount_ratio_{h}d`` = ``engineering.amount_ratio(amount, 0)`` = 1.0 (neutral);
-    * terminal: ``terminal_nb_tx_{n}d`` = 0 and ``terminal_risk_{n}d`` = 0 (no delayed history);
+      ``customer_nb_outlier_amounts_{n}d`` = 0;
+    * terminal: ``terminal_nb_tx_{n}d`` = 0 and ``terminal_risk_{n}d`` = 0 (no delayed history),
+      ``terminal_last_known_fraud`` = 0, ``terminal_days_since_known_fraud`` = -1 and
+      ``terminal_known_fraud_streak_days`` = -1 (no known label);
     * pair: ``customer_terminal_first_use`` = 1.
     """
     flags = engineering.time_features(pd.Series([pd.Timestamp(_utc(timestamp))]))
@@ -512,7 +515,12 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
         config.amount_ratio_feature: float(engineering.amount_ratio(np.array([amount]), np.array([0.0]))[0]),
         "customer_seconds_since_prev_tx": -1.0,
         "customer_terminal_first_use": 1.0,
+        "terminal_last_known_fraud": 0.0,
+        "terminal_days_since_known_fraud": -1.0,
+        "terminal_known_fraud_streak_days": -1.0,
     }
+    for n in config.outlier_windows_days:
+        values[f"customer_nb_outlier_amounts_{n}d"] = 0.0
     for n in config.windows_days:
         values[f"customer_nb_tx_{n}d"] = 1.0
         values[f"customer_avg_amount_{n}d"] = float(amount)
@@ -536,6 +544,11 @@ def _default_frame(config: FeatureConfig, entity_rows: pd.DataFrame) -> pd.DataF
     frame[config.amount_ratio_feature] = engineering.amount_ratio(amount, np.zeros_like(amount))
     frame["customer_seconds_since_prev_tx"] = -1.0
     frame["customer_terminal_first_use"] = 1
+    frame["terminal_last_known_fraud"] = 0
+    frame["terminal_days_since_known_fraud"] = -1.0
+    frame["terminal_known_fraud_streak_days"] = -1.0
+    for n in config.outlier_windows_days:
+        frame[f"customer_nb_outlier_amounts_{n}d"] = 0.0
     for n in config.windows_days:
         frame[f"customer_nb_tx_{n}d"] = 1.0
         frame[f"customer_avg_amount_{n}d"] = amount

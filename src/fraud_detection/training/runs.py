@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from fraud_detection.training.trainer import (
     run_protocol,
     score_metrics,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 _log = structlog.get_logger(__name__)
 
@@ -86,9 +89,15 @@ def train(
     train_start: dt.date | None = None,
     assess_folds: bool = True,
     signing_key: Path | None = None,
+    dask_client: Client | None = None,
 ) -> TrainResult:
-    """Fit, assess and save; tracking is separate (:func:`log_training_run`)."""
-    protocol = run_protocol(table, config, config.split.test) if assess_folds else None
+    """Fit, assess and save; tracking is separate (:func:`log_training_run`).
+
+    ``dask_client`` trains the folds and the final model on that Dask cluster (``xgboost.dask``).
+    """
+    protocol = (
+        run_protocol(table, config, config.split.test, dask_client=dask_client) if assess_folds else None
+    )
     start = train_start or latest_labelled_train_start(table, config)
     train_rows, test_rows = _holdout(table, config, start)
     window = TrainingWindow(
@@ -118,6 +127,7 @@ def train(
         threshold=config.threshold.value,
         feature_service=config.features.feature_service,
         metadata=metadata,
+        dask_client=dask_client,
     )
     holdout_metrics = None
     if not test_rows.empty:

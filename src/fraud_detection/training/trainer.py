@@ -13,18 +13,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import structlog
 
-from fraud_detection.errors import SplitError
+from fraud_detection.errors import ConfigError, SplitError
 from fraud_detection.evaluation.metrics import fraud_metrics
 from fraud_detection.models.bundle import LinearModel, ModelBundle, TrainingWindow
 from fraud_detection.training.config import FoldsConfig, ModelConfig, TrainingConfig
 from fraud_detection.training.dataset import LABEL, TrainingTable
 from fraud_detection.training.splits import DelayedTimeSplit, FoldWindows
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 _log = structlog.get_logger(__name__)
 
@@ -65,12 +68,10 @@ def feature_matrix(frame: pd.DataFrame, feature_names: tuple[str, ...] | list[st
     return frame[list(feature_names)].to_numpy(dtype=np.float32)
 
 
-def _fit_xgboost(
-    x: np.ndarray, y: np.ndarray, days: np.ndarray, names: list[str], params: dict[str, Any], seed: int
-) -> Any:
-    import xgboost as xgb
-
-    booster_params = {
+def booster_params(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Our ``XGBoostParams`` as ``xgboost.train`` parameters: the one translation both the
+    single-machine and the Dask path use, so the two cannot drift apart."""
+    translated = {
         "objective": "binary:logistic",
         "eval_metric": "aucpr",
         "max_depth": params["max_depth"],
@@ -87,23 +88,38 @@ def _fit_xgboost(
         "seed": seed,
     }
     if params["tree_method"] != "exact":
-        booster_params["max_bin"] = params["max_bin"]
+        translated["max_bin"] = params["max_bin"]
     if params["base_score"] is not None:
-        booster_params["base_score"] = params["base_score"]
+        translated["base_score"] = params["base_score"]
+    return translated
+
+
+def last_day_holdout(y: Any, days: Any) -> Any:
+    """Rows on the training window's last day: the early-stopping set, later than everything the
+    model is fit on, like the future. Works on NumPy and Dask arrays alike (Dask computes the checks)."""
+    holdout = days == days.max()
+    if bool(holdout.all()) or not bool(y[holdout].any()):
+        raise SplitError("early stopping needs a training window of 2+ days with a fraud on its last day")
+    return holdout
+
+
+def _fit_xgboost(
+    x: np.ndarray, y: np.ndarray, days: np.ndarray, names: list[str], params: dict[str, Any], seed: int
+) -> Any:
+    import xgboost as xgb
+
+    translated = booster_params(params, seed)
     rounds = params["n_estimators"]
     stop = params["early_stopping_rounds"]
     if stop is None:
         return xgb.train(
-            booster_params, xgb.DMatrix(x, label=y, feature_names=names, nthread=params["n_jobs"]), rounds
+            translated, xgb.DMatrix(x, label=y, feature_names=names, nthread=params["n_jobs"]), rounds
         )
-    # Early stopping on the window's last day: later than everything it is fit on, like the future.
-    holdout = days == days.max()
-    if holdout.all() or not y[holdout].any():
-        raise SplitError("early stopping needs a training window of 2+ days with a fraud on its last day")
+    holdout = last_day_holdout(y, days)
     train = xgb.DMatrix(x[~holdout], label=y[~holdout], feature_names=names, nthread=params["n_jobs"])
     evaluation = xgb.DMatrix(x[holdout], label=y[holdout], feature_names=names, nthread=params["n_jobs"])
     return xgb.train(
-        booster_params,
+        translated,
         train,
         rounds,
         evals=[(evaluation, "last_day")],
@@ -137,8 +153,17 @@ def fit_bundle(
     threshold: float,
     feature_service: str,
     metadata: dict[str, Any] | None = None,
+    dask_client: Client | None = None,
 ) -> ModelBundle:
-    """Fit ``model`` on ``train`` (rows of one training window) and wrap it in a bundle."""
+    """Fit ``model`` on ``train`` (rows of one training window) and wrap it in a bundle.
+
+    With ``dask_client``, XGBoost trains on that Dask cluster (``xgboost.dask``) from the same
+    parameters; the logistic-regression baseline has no distributed path and refuses.
+    """
+    if dask_client is not None and model.type != "xgboost":
+        raise ConfigError(
+            f"{model.type} trains on one machine only; drop the Dask option or use model.type xgboost"
+        )
     if train.empty:
         raise SplitError(f"training window {window.start} .. {window.end} holds no transactions")
     y = train[LABEL].to_numpy(dtype=np.int8)
@@ -159,7 +184,14 @@ def fit_bundle(
     }
     if model.type == "xgboost":
         days = train[TIMESTAMP].to_numpy().astype("datetime64[D]")
-        return ModelBundle(**common, booster=_fit_xgboost(x, y, days, list(feature_names), params, seed))
+        if dask_client is None:
+            return ModelBundle(**common, booster=_fit_xgboost(x, y, days, list(feature_names), params, seed))
+        from fraud_detection.training.distributed import fit_xgboost_dask
+
+        booster = fit_xgboost_dask(dask_client, x, y, list(feature_names), params, seed, days=days)
+        # Lineage: the same config may give a (slightly) different booster on a cluster.
+        common["metadata"] = {**common["metadata"], "trained_with": "xgboost.dask"}
+        return ModelBundle(**common, booster=booster)
     return ModelBundle(**common, linear=_fit_logistic(x, y, params, seed))
 
 
@@ -197,10 +229,12 @@ def run_protocol(
     *,
     model: ModelConfig | None = None,
     after_fold: Callable[[int, FoldResult], None] | None = None,
+    dask_client: Client | None = None,
 ) -> ProtocolResult:
     """Train on each fold's window and score its delayed test window (known-compromised cards removed).
 
-    ``after_fold(index, result)`` runs after each fold (the tuner reports to its pruner there).
+    ``after_fold(index, result)`` runs after each fold (the tuner reports to its pruner there);
+    ``dask_client`` trains each fold on that Dask cluster (scoring stays local).
     """
     model = model or config.model
     split = splitter(config, folds)
@@ -218,6 +252,7 @@ def run_protocol(
             window=_window_of(windows),
             threshold=config.threshold.value,
             feature_service=config.features.feature_service,
+            dask_client=dask_client,
         )
         scores = bundle.predict_proba(feature_matrix(test, table.feature_names))
         result = FoldResult(

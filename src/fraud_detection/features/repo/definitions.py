@@ -81,7 +81,9 @@ TERMINAL_KEY = "terminal_id"
 
 #: Features stored as 0/1 integers (every other feature is a float: counts, means, risks, ratios,
 #: seconds). Matches the dtypes ``engineering.build_features`` produces (tested).
-INTEGER_FEATURES = frozenset({"tx_during_weekend", "tx_during_night", "customer_terminal_first_use"})
+INTEGER_FEATURES = frozenset(
+    {"tx_during_weekend", "tx_during_night", "customer_terminal_first_use", "terminal_last_known_fraud"}
+)
 
 #: Feature table (``engineering.split_feature_tables`` key) behind each batch view.
 VIEW_TABLES = {CUSTOMER_VIEW: "customer", TERMINAL_VIEW: "terminal", PAIR_VIEW: "customer_terminal"}
