@@ -14,6 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .PHONY: demo test bench lint install clean
 
@@ -36,6 +37,12 @@ demo: install
 		--start 2018-04-01 --end 2018-10-01 --features-dir $(DEMO_DIR)/features/simulator
 	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features online \
 		--customer-id 42 --terminal-id 7 --amount 120 --timestamp 2018-09-30T12:00:00 --features-dir $(DEMO_DIR)/features/simulator
+	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud train --config configs/training/default.yaml \
+		--set data.source=$(DEMO_DIR)/raw/simulator --register --out $(DEMO_DIR)/models/demo-$$(date -u +%Y%m%dT%H%M%S)
+	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud promote --name fraud-detector
+	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud models --name fraud-detector
+	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud score --model models:/fraud-detector@champion \
+		--input $(DEMO_DIR)/raw/simulator --out $(DEMO_DIR)/scores/simulator.parquet
 	@echo
 	@echo "Demo outputs:"
 	@echo "  raw dataset (immutable daily partitions + manifest): $(DEMO_DIR)/raw/simulator/"
@@ -44,6 +51,9 @@ demo: install
 	@echo "  lineage manifest (content digest):                  $(DEMO_DIR)/processed/simulator/manifest.json"
 	@echo "  point-in-time feature tables:                       $(DEMO_DIR)/features/simulator/"
 	@echo "  Feast registry + SQLite online store:               $(DEMO_DIR)/feature_store/"
+	@echo "  model bundles (UBJ + SHA-256 manifest):             $(DEMO_DIR)/models/"
+	@echo "  MLflow runs + registry (SQLite):                    $(DEMO_DIR)/mlflow/  (UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/mlflow/mlflow.db)"
+	@echo "  scores of the champion:                             $(DEMO_DIR)/scores/simulator.parquet"
 
 test: install
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)

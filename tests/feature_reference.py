@@ -38,6 +38,17 @@ def _zscore(j: int, times: list, customers: list, amounts: list[float], history:
     return 0.0 if std == 0 else (amounts[j] - mean) / std
 
 
+def _amount_ratio(j: int, times: list, customers: list, amounts: list[float], history: dt.timedelta) -> float:
+    """Transaction j's amount over its customer's strictly earlier mean in ``history`` (1.0 if none)."""
+    prior = [
+        amounts[k]
+        for k in range(len(times))
+        if customers[k] == customers[j] and times[j] - history < times[k] < times[j]
+    ]
+    prior_avg = _mean(prior, empty=0.0)
+    return amounts[j] / prior_avg if prior_avg > 0 else 1.0
+
+
 def reference_features(
     transactions: pd.DataFrame, config: FeatureConfig, rows: Sequence[int] | None = None
 ) -> pd.DataFrame:
@@ -98,11 +109,16 @@ def reference_features(
         last_is_fraud = f is not None and (g is None or f > g)
         record["terminal_last_known_fraud"] = float(last_is_fraud)
         record["terminal_days_since_known_fraud"] = -1.0 if f is None else (t - f).total_seconds() / 86_400
-        if last_is_fraud:
-            streak_start = min(ft for ft in fraud_times if g is None or ft > g)
+        streak = [j for j in known if labels[j] == 1 and (g is None or times[j] > g)] if last_is_fraud else []
+        if streak:
+            streak_start = min(times[j] for j in streak)
             record["terminal_known_fraud_streak_days"] = (t - streak_start).total_seconds() / 86_400
+            ratios = [_amount_ratio(j, times, customers, amounts, history) for j in streak]
+            record["terminal_known_fraud_streak_amount_ratio"] = sum(ratios) / len(ratios)
         else:
             record["terminal_known_fraud_streak_days"] = -1.0
+            record["terminal_known_fraud_streak_amount_ratio"] = -1.0
+        record["terminal_known_fraud_streak_count"] = float(len(streak))
         used_before = any(terminals[j] == terminals[i] for j in earlier_rows)
         record["customer_terminal_first_use"] = 0.0 if used_before else 1.0
         records.append(record)

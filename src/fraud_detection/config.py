@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraud_detection.errors import ConfigError
@@ -29,7 +29,11 @@ class Settings(BaseSettings):
 
     contracts_dir: Path = Path("configs/contract")
     data_dir: Path = Path("data")
-    mlflow_tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else SQLite under data_dir
+    # FRAUD_MLFLOW_TRACKING_URI, else MLflow's own MLFLOW_TRACKING_URI, else SQLite under data_dir.
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("FRAUD_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
+    mlflow_artifact_root: str | None = None  # default: under data_dir, unless a tracking server decides
     model_public_key: Path | None = None  # set: every bundle must carry a valid signature (production)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal

@@ -266,6 +266,9 @@ def test_tracking_and_registry_on_postgresql(small_raw: Path, tmp_path: Path) ->
             versions = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
         assert (runs, versions) == (1, 1)
         assert not (tmp_path / "data" / "mlflow" / "mlflow.db").exists()
+        # Artifacts under the data folder, never MLflow's default ./mlruns in the working directory.
+        assert list((tmp_path / "data" / "mlflow" / "artifacts").rglob("MLmodel"))
+        assert not (REPO_ROOT / "mlruns").exists()
     finally:
         _drop_database(database)
 

@@ -154,7 +154,7 @@ def test_tuning_selects_on_validation_and_logs_one_nested_run_per_trial(
     from fraud_detection.training import tracking
     from fraud_detection.training.tuning import tune
 
-    handle = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    handle = tracking.Tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri())
     tracking.open_tracking(handle)
     experiment = tracking.experiment_id("tune-test", handle)
     result = tune(config, table, experiment_id=experiment, n_trials=3)

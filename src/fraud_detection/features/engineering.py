@@ -70,6 +70,8 @@ TERMINAL_KNOWN_FRAUD_FEATURES = [
     "terminal_last_known_fraud",
     "terminal_days_since_known_fraud",
     "terminal_known_fraud_streak_days",
+    "terminal_known_fraud_streak_count",
+    "terminal_known_fraud_streak_amount_ratio",
 ]
 
 
@@ -348,7 +350,8 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
         columns[f"terminal_nb_tx_{n}d"] = terminals.unsort(count)
         risk = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
         columns[f"terminal_risk_{n}d"] = terminals.unsort(risk)
-    columns.update(_known_fraud_features(terminals, labels, upto_known))
+    ratios = columns[config.amount_ratio_feature].take(terminals.order)
+    columns.update(_known_fraud_features(terminals, labels, ratios, upto_known))
 
     # First use: a stable sort by terminal of the (customer, time) order gives (terminal,
     # customer, time) order, where each pair's rows are adjacent and the first has its earliest
@@ -372,7 +375,7 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
 
 
 def _known_fraud_features(
-    terminals: _EntityIndex, labels: np.ndarray, upto_known: np.ndarray
+    terminals: _EntityIndex, labels: np.ndarray, amount_ratios: np.ndarray, upto_known: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The terminal's latest known labels (transactions at or before ``t - delay``), in input order.
 
@@ -381,8 +384,12 @@ def _known_fraud_features(
     genuine: a compromised terminal makes every transaction fraud); ``terminal_days_since_known_fraud``
     is ``(t - f)`` in days (-1 without a known fraud); ``terminal_known_fraud_streak_days`` is the age
     ``(t - s)`` in days of the run of known frauds after g, s its first one (-1 when the latest
-    known transaction is not a fraud). Rows are in (terminal, time) order, so "latest at or before
-    position p" is a running maximum of positions.
+    known transaction is not a fraud); ``terminal_known_fraud_streak_count`` is how many known
+    frauds that run holds (0 without a run) and ``terminal_known_fraud_streak_amount_ratio`` their
+    mean customer amount ratio (-1 without a run): a run of frauds at ordinary amounts points at
+    the terminal (a common point of compromise), one at an unusual amount at a stolen card. Rows
+    are in (terminal, time) order, so "latest at or before position p" is a running maximum of
+    positions, and every known row later than g is a fraud.
     """
     n = len(labels)
     positions = np.arange(n)
@@ -400,6 +407,15 @@ def _known_fraud_features(
     _, first_later = terminals.simultaneous()
     streak_start = np.where(has_genuine, first_later.take(np.maximum(latest_genuine, 0)), start)
     streak_start_time = t.take(np.minimum(streak_start, n - 1))
+    streak_count = np.where(last_is_fraud, last_known + 1 - streak_start, 0).astype(np.float64)
+    group = terminals.group_of_row
+    ratio_sums = terminals.prefix_sums(amount_ratios)
+    streak_ratio_sum = ratio_sums.take(np.maximum(last_known + 1, 0) + group) - ratio_sums.take(
+        np.minimum(streak_start, n - 1) + group
+    )
+    streak_ratio = np.divide(
+        streak_ratio_sum, streak_count, out=np.full(n, -1.0), where=last_is_fraud & (streak_count > 0)
+    )
     return {
         "terminal_last_known_fraud": terminals.unsort(last_is_fraud.astype(np.int64)),
         "terminal_days_since_known_fraud": terminals.unsort(
@@ -408,6 +424,8 @@ def _known_fraud_features(
         "terminal_known_fraud_streak_days": terminals.unsort(
             np.where(last_is_fraud, (t - streak_start_time) / _US_PER_DAY, -1.0)
         ),
+        "terminal_known_fraud_streak_count": terminals.unsort(streak_count),
+        "terminal_known_fraud_streak_amount_ratio": terminals.unsort(streak_ratio),
     }
 
 

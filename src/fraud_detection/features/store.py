@@ -503,7 +503,8 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
       ``customer_nb_outlier_amounts_{n}d`` = 0;
     * terminal: ``terminal_nb_tx_{n}d`` = 0 and ``terminal_risk_{n}d`` = 0 (no delayed history),
       ``terminal_last_known_fraud`` = 0, ``terminal_days_since_known_fraud`` = -1 and
-      ``terminal_known_fraud_streak_days`` = -1 (no known label);
+      ``terminal_known_fraud_streak_days`` = -1, ``terminal_known_fraud_streak_count`` = 0 and
+      ``terminal_known_fraud_streak_amount_ratio`` = -1 (no known label);
     * pair: ``customer_terminal_first_use`` = 1.
     """
     flags = engineering.time_features(pd.Series([pd.Timestamp(_utc(timestamp))]))
@@ -518,6 +519,8 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
         "terminal_last_known_fraud": 0.0,
         "terminal_days_since_known_fraud": -1.0,
         "terminal_known_fraud_streak_days": -1.0,
+        "terminal_known_fraud_streak_count": 0.0,
+        "terminal_known_fraud_streak_amount_ratio": -1.0,
     }
     for n in config.outlier_windows_days:
         values[f"customer_nb_outlier_amounts_{n}d"] = 0.0
@@ -547,6 +550,8 @@ def _default_frame(config: FeatureConfig, entity_rows: pd.DataFrame) -> pd.DataF
     frame["terminal_last_known_fraud"] = 0
     frame["terminal_days_since_known_fraud"] = -1.0
     frame["terminal_known_fraud_streak_days"] = -1.0
+    frame["terminal_known_fraud_streak_count"] = 0.0
+    frame["terminal_known_fraud_streak_amount_ratio"] = -1.0
     for n in config.outlier_windows_days:
         frame[f"customer_nb_outlier_amounts_{n}d"] = 0.0
     for n in config.windows_days:

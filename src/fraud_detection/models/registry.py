@@ -120,6 +120,11 @@ def resolve_model(
     return ResolvedModel(bundle, uri, str(version.version), recorded, name=ref.name)
 
 
+def alias_version(name: str, alias: str) -> str:
+    """The version ``alias`` points at (ConfigError when the model or the alias does not exist)."""
+    return str(_version(ModelRef(f"models:/{name}@{alias}", name=name, alias=alias)).version)
+
+
 def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
     client = _client()
     for key, value in tags.items():

@@ -36,14 +36,21 @@ BUNDLE_ARTIFACT = "bundle"  # key of the bundle inside the logged pyfunc model's
 @dataclass(frozen=True)
 class Tracking:
     tracking_uri: str
-    artifact_root: Path | None  # None: the tracking server decides
+    artifact_root: str | None  # a URI; None: the tracking server decides
+
+
+_SERVER_SCHEMES = ("http", "https", "databricks")
 
 
 def tracking_from_settings(settings: Settings) -> Tracking:
-    if settings.mlflow_tracking_uri:
-        return Tracking(settings.mlflow_tracking_uri, None)
-    root = (settings.data_dir / "mlflow").resolve()
-    return Tracking(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts")
+    """Embedded SQLite by default. With a database URI and no artifact root, artifacts still go
+    under the data folder: MLflow's own default there is ``./mlruns`` in the working directory."""
+    local_root = (settings.data_dir / "mlflow").resolve()
+    uri = settings.mlflow_tracking_uri or f"sqlite:///{local_root / 'mlflow.db'}"
+    root = settings.mlflow_artifact_root
+    if root is None and urlparse(uri).scheme not in _SERVER_SCHEMES:
+        root = (local_root / "artifacts").as_uri()
+    return Tracking(uri, root)
 
 
 def open_tracking(tracking: Tracking) -> None:
@@ -64,7 +71,7 @@ def experiment_id(name: str, tracking: Tracking) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (tracking.artifact_root / name).as_uri() if tracking.artifact_root else None
+    location = f"{tracking.artifact_root.rstrip('/')}/{name}" if tracking.artifact_root else None
     return client.create_experiment(name, artifact_location=location)
 
 
