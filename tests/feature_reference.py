@@ -90,9 +90,11 @@ def reference_features(
         record[config.prior_avg_amount_feature] = prior_avg
         for n in config.outlier_windows_days:
             recent = [j for j in earlier_rows if times[j] > t - dt.timedelta(days=n)]
+            zscores = [_zscore(j, times, customers, amounts, history) for j in recent]
             record[f"customer_nb_outlier_amounts_{n}d"] = float(
-                sum(_zscore(j, times, customers, amounts, history) >= config.outlier_zscore for j in recent)
+                sum(z >= config.outlier_zscore for z in zscores)
             )
+            record[f"customer_max_amount_zscore_{n}d"] = max(zscores, default=0.0)
         for n in config.windows_days:
             oldest = t - delay - dt.timedelta(days=n)
             newest = t - delay  # labels up to here are known at t

@@ -326,7 +326,7 @@ def test_feature_config_sorts_windows_and_names_features_in_a_fixed_order():
         "tx_during_night",
         "customer_amount_ratio_30d",
     ]
-    assert len(config.feature_names) == len(set(config.feature_names)) == 4 + (8 + 2) + (6 + 5) + 1
+    assert len(config.feature_names) == len(set(config.feature_names)) == 4 + (8 + 2 + 2) + (6 + 5) + 1
 
 
 def test_known_fraud_features_follow_the_latest_labels_known_at_t_minus_delay():

@@ -28,11 +28,12 @@ Ours, each with its point-in-time rule:
   transaction (any age); -1 when there is none.
 * ``customer_terminal_first_use``: 1 when the customer has no strictly earlier transaction on this
   terminal (the whole history available), else 0.
-* ``customer_nb_outlier_amounts_{n}d`` (n in ``outlier_windows_days``): how many of the customer's
-  strictly earlier transactions in ``(t - n days, t)`` were amount outliers when they happened: a
-  z-score >= ``outlier_zscore`` against *their own* strictly earlier ``history_days`` (population
-  std over at least 2 transactions; a flat or shorter history scores 0). A compromised card
-  (scenario 3) shows a run of them. No labels are used.
+* ``customer_nb_outlier_amounts_{n}d`` and ``customer_max_amount_zscore_{n}d`` (n in
+  ``outlier_windows_days``): how many of the customer's strictly earlier transactions in
+  ``(t - n days, t)`` were amount outliers when they happened, and their largest z-score (0 when
+  there are none). A transaction's z-score is against *its own* strictly earlier ``history_days``
+  (population std over at least 2 transactions; a flat or shorter history scores 0); an outlier
+  has z >= ``outlier_zscore``. A compromised card (scenario 3) shows a run of them. No labels.
 * ``terminal_last_known_fraud``, ``terminal_days_since_known_fraud``,
   ``terminal_known_fraud_streak_days``: the terminal's latest *known* labels (transactions at or
   before ``t - delay``): whether the latest known one is a fraud, the age of the latest known
@@ -115,7 +116,11 @@ class FeatureConfig(BaseModel):
     @property
     def customer_features(self) -> list[str]:
         names = [f"customer_{kind}_{n}d" for n in self.windows_days for kind in ("nb_tx", "avg_amount")]
-        outliers = [f"customer_nb_outlier_amounts_{n}d" for n in self.outlier_windows_days]
+        outliers = [
+            f"customer_{kind}_{n}d"
+            for n in self.outlier_windows_days
+            for kind in ("nb_outlier_amounts", "max_amount_zscore")
+        ]
         return [*names, "customer_seconds_since_prev_tx", self.prior_avg_amount_feature, *outliers]
 
     @property
@@ -333,6 +338,9 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
         columns[f"customer_nb_outlier_amounts_{n}d"] = customers.unsort(
             outliers_before_t - outliers.take(lower_n)
         )
+        columns[f"customer_max_amount_zscore_{n}d"] = customers.unsort(
+            _window_max(zscore, lower_n, first_simultaneous, empty=0.0)
+        )
 
     # Terminal windows (t - delay - n, t - delay]: labels only once they are known.
     terminals = _EntityIndex(
@@ -372,6 +380,32 @@ def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.Data
     return pd.DataFrame(
         {name: columns[name] for name in [*KEYS, *config.feature_names]}, index=transactions.index, copy=False
     )
+
+
+def _window_max(values: np.ndarray, lower: np.ndarray, upper: np.ndarray, empty: float) -> np.ndarray:
+    """``max(values[lower:upper])`` per row (``empty`` when the range is empty), by a sparse table.
+
+    Level j holds the max of each run of 2**j values; a range of length L is covered by two
+    (overlapping) runs of the largest 2**j <= L. Levels are built one at a time and each answers
+    its own ranges, so memory stays at two arrays: O(n log L) time, no loop over rows.
+    """
+    length = upper - lower
+    result = np.full(len(values), empty, dtype=np.float64)
+    if not (length > 0).any():
+        return result
+    level_of = np.zeros(len(values), dtype=np.int64)
+    positive = length > 0
+    level_of[positive] = np.floor(np.log2(length[positive])).astype(np.int64)
+    # log2 of an exact power of two is exact; guard the float floor on the other side anyway.
+    level_of[positive & ((1 << (level_of + 1)) <= length)] += 1
+    level, run = values.astype(np.float64, copy=True), 1
+    for j in range(int(level_of[positive].max()) + 1):
+        if j:
+            np.maximum(level[:-run], level[run:], out=level[:-run])  # runs of 2**j from runs of 2**(j-1)
+            run *= 2
+        rows = np.flatnonzero(positive & (level_of == j))
+        result[rows] = np.maximum(level.take(lower.take(rows)), level.take(upper.take(rows) - run))
+    return result
 
 
 def _known_fraud_features(

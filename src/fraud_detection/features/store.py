@@ -500,7 +500,7 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
       windows include the transaction itself), ``customer_seconds_since_prev_tx`` = -1 (no
       earlier transaction), ``customer_prior_avg_amount_{h}d`` = 0, hence
       ``customer_amount_ratio_{h}d`` = ``engineering.amount_ratio(amount, 0)`` = 1.0 (neutral);
-      ``customer_nb_outlier_amounts_{n}d`` = 0;
+      ``customer_nb_outlier_amounts_{n}d`` = 0, ``customer_max_amount_zscore_{n}d`` = 0;
     * terminal: ``terminal_nb_tx_{n}d`` = 0 and ``terminal_risk_{n}d`` = 0 (no delayed history),
       ``terminal_last_known_fraud`` = 0, ``terminal_days_since_known_fraud`` = -1 and
       ``terminal_known_fraud_streak_days`` = -1, ``terminal_known_fraud_streak_count`` = 0 and
@@ -524,6 +524,7 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
     }
     for n in config.outlier_windows_days:
         values[f"customer_nb_outlier_amounts_{n}d"] = 0.0
+        values[f"customer_max_amount_zscore_{n}d"] = 0.0
     for n in config.windows_days:
         values[f"customer_nb_tx_{n}d"] = 1.0
         values[f"customer_avg_amount_{n}d"] = float(amount)
@@ -554,6 +555,7 @@ def _default_frame(config: FeatureConfig, entity_rows: pd.DataFrame) -> pd.DataF
     frame["terminal_known_fraud_streak_amount_ratio"] = -1.0
     for n in config.outlier_windows_days:
         frame[f"customer_nb_outlier_amounts_{n}d"] = 0.0
+        frame[f"customer_max_amount_zscore_{n}d"] = 0.0
     for n in config.windows_days:
         frame[f"customer_nb_tx_{n}d"] = 1.0
         frame[f"customer_avg_amount_{n}d"] = amount
