@@ -81,7 +81,11 @@ def main() -> None:
     report: dict[str, object] = {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, {platform.python_version()}",
-        "versions": {"xgboost": xgboost.__version__, "optuna": optuna.__version__, "scikit-learn": sklearn.__version__},
+        "versions": {
+            "xgboost": xgboost.__version__,
+            "optuna": optuna.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
         "command": " ".join(sys.argv),
         "rows": len(table.frame),
         "load_validate_features_seconds": round(load_seconds, 1),
@@ -89,8 +93,16 @@ def main() -> None:
 
     # 1. Sanity check: the handbook's default XGBoost row.
     handbook_default = xgb(
-        n_estimators=100, max_depth=6, learning_rate=0.3, tree_method="exact", base_score=0.5,
-        min_child_weight=1, subsample=1, colsample_bytree=1, reg_lambda=1, max_bin=256,
+        n_estimators=100,
+        max_depth=6,
+        learning_rate=0.3,
+        tree_method="exact",
+        base_score=0.5,
+        min_child_weight=1,
+        subsample=1,
+        colsample_bytree=1,
+        reg_lambda=1,
+        max_bin=256,
     )
     result = run_protocol(handbook_table, config, config.split.test, model=handbook_default)
     report["handbook_default_xgboost_test"] = {"ours": summary(result), "published": PUBLISHED_DEFAULT}
@@ -103,12 +115,26 @@ def main() -> None:
             for learning_rate in (0.1, 0.3):
                 for max_depth in (3, 6, 9):
                     model = xgb(
-                        n_estimators=n_estimators, learning_rate=learning_rate, max_depth=max_depth, n_jobs=1,
-                        min_child_weight=1, subsample=1, colsample_bytree=1, reg_lambda=1,
+                        n_estimators=n_estimators,
+                        learning_rate=learning_rate,
+                        max_depth=max_depth,
+                        n_jobs=1,
+                        min_child_weight=1,
+                        subsample=1,
+                        colsample_bytree=1,
+                        reg_lambda=1,
                     )
                     validation = run_protocol(handbook_table, config, config.split.validation, model=model)
                     test = run_protocol(handbook_table, config, config.split.test, model=model)
-                    points.append((validation.summary["average_precision_mean"], n_estimators, learning_rate, max_depth, test))
+                    points.append(
+                        (
+                            validation.summary["average_precision_mean"],
+                            n_estimators,
+                            learning_rate,
+                            max_depth,
+                            test,
+                        )
+                    )
         grid_seconds = time.perf_counter() - started
         best = max(points, key=lambda p: p[0])
         report["handbook_grid"] = {
@@ -116,7 +142,11 @@ def main() -> None:
             "seconds_one_thread": round(grid_seconds, 1),
             "handbook_seconds": HANDBOOK_GRID_SECONDS,
             "speed_up": round(HANDBOOK_GRID_SECONDS / grid_seconds, 1),
-            "selected_on_validation_ap": {"n_estimators": best[1], "learning_rate": best[2], "max_depth": best[3]},
+            "selected_on_validation_ap": {
+                "n_estimators": best[1],
+                "learning_rate": best[2],
+                "max_depth": best[3],
+            },
             "selected_test": summary(best[4]),
         }
 
@@ -143,13 +173,13 @@ def main() -> None:
         test = run_protocol(subject, config, config.split.test)
         results[name] = {"validation": summary(validation), "test": summary(test)}
     logistic = ModelConfig.model_validate({**config.model.model_dump(), "type": "logistic_regression"})
-    results["logistic_regression_all_features"] = {"test": summary(run_protocol(table, config, config.split.test, model=logistic))}
+    results["logistic_regression_all_features"] = {
+        "test": summary(run_protocol(table, config, config.split.test, model=logistic))
+    }
     report["results"] = results
     report["params"] = config.model.params()
     ours = results["all_features"]["test"]
-    report["target_met"] = {
-        name: bool(ours[f"{name}_mean"] >= target) for name, target in TARGET.items()
-    }
+    report["target_met"] = {name: bool(ours[f"{name}_mean"] >= target) for name, target in TARGET.items()}
     report["published_best_legitimate"] = PUBLISHED_BEST
     print(json.dumps(report, indent=2, default=lambda o: float(o) if isinstance(o, np.floating) else str(o)))
 

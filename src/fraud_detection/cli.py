@@ -645,18 +645,21 @@ def models(name: _ModelName = "fraud-detector") -> None:
 
 @app.command()
 def promote(
-    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    version: Annotated[
+        str | None, typer.Argument(help="The version to make champion [default: the current challenger].")
+    ] = None,
     name: _ModelName = "fraud-detector",
 ) -> None:
     """Make a registered version the champion (the previous one is remembered for rollback)."""
     _open_tracking()
-    from fraud_detection.models.registry import promote as promote_version
+    from fraud_detection.models import registry
 
-    previous = _run(lambda: promote_version(name, version))
-    if previous == version:
-        typer.echo(f"{name} version {version} is already the champion")
+    chosen = version or _run(lambda: registry.alias_version(name, registry.CHALLENGER))
+    previous = _run(lambda: registry.promote(name, chosen))
+    if previous == chosen:
+        typer.echo(f"{name} version {chosen} is already the champion")
     else:
-        typer.echo(f"{name}: champion is now version {version} (was {previous or 'none'})")
+        typer.echo(f"{name}: champion is now version {chosen} (was {previous or 'none'})")
 
 
 @app.command()

@@ -45,9 +45,15 @@ def dask_client(address: str, *, n_jobs: int = 2, timeout_s: float = 10.0) -> It
 
     if address == LOCAL:
         # Threads, not processes: no re-import of __main__, and start-up in ~0.1 s instead of ~8 s.
+        # No dashboard; the scheduler's HTTP routes still start, so on a free loopback port rather
+        # than on 8787 for every interface (a second cluster there only warns and moves).
         with (
             LocalCluster(
-                processes=False, n_workers=1, threads_per_worker=n_jobs, dashboard_address=None
+                processes=False,
+                n_workers=1,
+                threads_per_worker=n_jobs,
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             ) as cluster,
             Client(cluster) as client,
         ):
@@ -129,21 +135,24 @@ def fit_xgboost_dask(
 
     translated = booster_params(params, seed)
     rounds = params["n_estimators"]
-    if stop is None:
-        output = dxgb.train(client, translated, matrix(None), rounds, verbose_eval=False)
-    else:
-        holdout = last_day_holdout(y_d, _as_dask_array(days, rows))
-        train = matrix(~holdout)
-        evaluation = matrix(holdout, ref=train if tree_method == "hist" else None)
-        output = dxgb.train(
-            client,
-            translated,
-            train,
-            rounds,
-            evals=[(evaluation, "last_day")],
-            early_stopping_rounds=stop,
-            verbose_eval=False,
-        )
+    # Every Dask computation here (ours and xgboost.dask's) runs on ``client``: with another client
+    # created later in the same process, xgboost.dask otherwise hangs (measured) on the default one.
+    with client.as_current():
+        if stop is None:
+            output = dxgb.train(client, translated, matrix(None), rounds, verbose_eval=False)
+        else:
+            holdout = last_day_holdout(y_d, _as_dask_array(days, rows))
+            train = matrix(~holdout)
+            evaluation = matrix(holdout, ref=train if tree_method == "hist" else None)
+            output = dxgb.train(
+                client,
+                translated,
+                train,
+                rounds,
+                evals=[(evaluation, "last_day")],
+                early_stopping_rounds=stop,
+                verbose_eval=False,
+            )
     booster: xgboost.Booster = output["booster"]
     _log.info("dask xgboost trained", workers=n_workers, rounds=booster.num_boosted_rounds())
     return booster
