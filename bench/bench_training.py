@@ -63,7 +63,9 @@ def main() -> None:
     from fraud_detection.training.dataset import load_training_table, select_features
     from fraud_detection.training.trainer import run_protocol
     from fraud_detection.training.tuning import tune
+    from fraud_detection.utils.logging import configure_logging
 
+    configure_logging("WARNING", json_logs=True)  # stdout carries the JSON report only
     config = load_training_config(args.config)
     contract = load_contract(config.data.contract, REPO / "configs" / "contract")
     started = time.perf_counter()
