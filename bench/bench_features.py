@@ -99,6 +99,28 @@ def pandas_reference(
     out[config.amount_ratio_feature] = np.where(prior_avg > 0, out["amount"] / prior_avg, 1.0)
     timings["customer_rolling"] = time.perf_counter() - started
 
+    # Outliers: each row's z-score against its strictly earlier history, then rolling counts and
+    # maxima of the earlier rows' z-scores ("neither": (t - n, t), the current row excluded).
+    started = time.perf_counter()
+    history = amounts.rolling(f"{config.history_days}D", closed="neither")
+    mean, std, count = history.mean().to_numpy(), history.std(ddof=0).to_numpy(), history.count().to_numpy()
+    flat = (count < 2) | ~(std > 1e-6 * np.maximum(np.abs(mean), 1.0))
+    zscore = np.where(flat, 0.0, (by_customer["amount"].to_numpy() - mean) / np.where(flat, 1.0, std))
+    scored = by_customer[["customer_id", "event_timestamp"]].assign(
+        zscore=zscore, outlier=(zscore >= config.outlier_zscore).astype(np.float64)
+    )
+    earlier = scored.set_index("event_timestamp").groupby("customer_id")
+    outliers = pd.DataFrame(index=by_customer.index)
+    for n in config.outlier_windows_days:
+        outliers[f"customer_nb_outlier_amounts_{n}d"] = (
+            earlier["outlier"].rolling(f"{n}D", closed="neither").sum().fillna(0.0).to_numpy()
+        )
+        outliers[f"customer_max_amount_zscore_{n}d"] = (
+            earlier["zscore"].rolling(f"{n}D", closed="neither").max().fillna(0.0).to_numpy()
+        )
+    out[list(outliers.columns)] = outliers
+    timings["customer_outliers"] = time.perf_counter() - started
+
     started = time.perf_counter()
     by_terminal = frame.sort_values(["terminal_id", "event_timestamp"], kind="stable")
     labels = by_terminal.set_index("event_timestamp").groupby("terminal_id")["is_fraud"]
@@ -113,6 +135,54 @@ def pandas_reference(
         terminal[f"terminal_risk_{n}d"] = np.where(count > 0, frauds / np.maximum(count, 1), 0.0)
     out[list(terminal.columns)] = terminal
     timings["terminal_rolling"] = time.perf_counter() - started
+
+    # The terminal's latest known labels (at or before t - delay), one terminal at a time.
+    started = time.perf_counter()
+    delay_td = pd.Timedelta(days=delay)
+    with_ratio = by_terminal.assign(ratio=out.loc[by_terminal.index, config.amount_ratio_feature])
+
+    def known_fraud(group: pd.DataFrame) -> pd.DataFrame:
+        times = group["event_timestamp"].to_numpy()
+        labels_ = group["is_fraud"].to_numpy()
+        ratios = group["ratio"].to_numpy()
+        rows = np.arange(len(group))
+        last_known = np.searchsorted(times, times - delay_td.to_timedelta64(), side="right") - 1
+        latest_fraud = np.maximum.accumulate(np.where(labels_ == 1, rows, -1))[np.maximum(last_known, 0)]
+        latest_genuine = np.maximum.accumulate(np.where(labels_ == 0, rows, -1))[np.maximum(last_known, 0)]
+        has_fraud = (last_known >= 0) & (latest_fraud >= 0)
+        has_genuine = (last_known >= 0) & (latest_genuine >= 0)
+        fraud_time, genuine_time = times[np.maximum(latest_fraud, 0)], times[np.maximum(latest_genuine, 0)]
+        last_is_fraud = has_fraud & (~has_genuine | (fraud_time > genuine_time))
+        start = np.where(has_genuine, np.searchsorted(times, genuine_time, side="right"), 0)
+        count = np.where(last_is_fraud, last_known + 1 - start, 0)
+        ratio_sums = np.concatenate([[0.0], np.cumsum(ratios)])
+        day_ns = np.timedelta64(1, "D") / np.timedelta64(1, "ns")
+        return pd.DataFrame(
+            {
+                "terminal_last_known_fraud": last_is_fraud.astype(np.int64),
+                "terminal_days_since_known_fraud": np.where(
+                    has_fraud, (times - fraud_time).astype(np.int64) / day_ns, -1.0
+                ),
+                "terminal_known_fraud_streak_days": np.where(
+                    last_is_fraud,
+                    (times - times[np.minimum(start, len(times) - 1)]).astype(np.int64) / day_ns,
+                    -1.0,
+                ),
+                "terminal_known_fraud_streak_count": count.astype(np.float64),
+                "terminal_known_fraud_streak_amount_ratio": np.where(
+                    last_is_fraud,
+                    (ratio_sums[np.maximum(last_known + 1, 0)] - ratio_sums[start]) / np.maximum(count, 1),
+                    -1.0,
+                ),
+            },
+            index=group.index,
+        )
+
+    known = with_ratio.groupby("terminal_id", group_keys=False)[
+        ["event_timestamp", "is_fraud", "ratio"]
+    ].apply(known_fraud)
+    out[list(known.columns)] = known
+    timings["terminal_known_fraud_apply"] = time.perf_counter() - started
 
     started = time.perf_counter()
     by_time = frame.sort_values("event_timestamp", kind="stable")

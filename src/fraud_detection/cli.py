@@ -25,7 +25,7 @@ from fraud_detection.errors import FraudDetectionError
 
 app = typer.Typer(
     name="fraud",
-    help="Fraud detection lifecycle: simulate, validate, and (in later stages) train, serve, monitor.",
+    help="Fraud detection lifecycle: simulate, validate, build features, train, tune, register, score.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -123,27 +123,29 @@ class DriftKind(StrEnum):
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option("--out", help="Folder for the raw dataset (partitions + manifest).")],
-    days: Annotated[int | None, typer.Option(min=1, help="Simulated days [default: 183].")] = None,
-    customers: Annotated[int | None, typer.Option(min=1, help="Customers (cards) [default: 5000].")] = None,
-    terminals: Annotated[int | None, typer.Option(min=1, help="Terminals [default: 10000].")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Simulated days \\[default: 183].")] = None,
+    customers: Annotated[int | None, typer.Option(min=1, help="Customers (cards) \\[default: 5000].")] = None,
+    terminals: Annotated[int | None, typer.Option(min=1, help="Terminals \\[default: 10000].")] = None,
     seed: Annotated[
-        int | None, typer.Option(min=0, help="Random seed; same seed, same bytes [default: 0].")
+        int | None, typer.Option(min=0, help="Random seed; same seed, same bytes \\[default: 0].")
     ] = None,
     start_date: Annotated[
-        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day [default: 2018-04-01].")
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day \\[default: 2018-04-01].")
     ] = None,
     bias_age_band: Annotated[
         str | None, typer.Option(help="Make this age band more often compromised (fairness testing).")
     ] = None,
     bias_factor: Annotated[
-        float | None, typer.Option(min=1.0, help="How much more often [default: 1].")
+        float | None, typer.Option(min=1.0, help="How much more often \\[default: 1].")
     ] = None,
     drift_day: Annotated[
         int | None, typer.Option(min=0, help="Day (0-based) from which behaviour drifts.")
     ] = None,
-    drift_kind: Annotated[DriftKind | None, typer.Option(help="What drifts [default: amount_shift].")] = None,
+    drift_kind: Annotated[
+        DriftKind | None, typer.Option(help="What drifts \\[default: amount_shift].")
+    ] = None,
     drift_amount_factor: Annotated[
-        float | None, typer.Option(min=0.0, help="Amount multiplier for amount_shift [default: 1.5].")
+        float | None, typer.Option(min=0.0, help="Amount multiplier for amount_shift \\[default: 1.5].")
     ] = None,
 ) -> None:
     """Simulate labelled card transactions (the Fraud Detection Handbook's design) into --out."""
@@ -428,14 +430,28 @@ def _training_inputs(config_path: Path, overrides: list[str] | None):  # type: i
 def _open_tracking():  # type: ignore[no-untyped-def]
     import os
 
-    # Before MLflow is imported: no per-file progress bars, and its INFO narration only when debugging.
+    # Before MLflow is imported: no per-file progress bars, its INFO narration only when debugging,
+    # and a tracking server that does not answer fails in seconds, not after minutes of retries.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", _settings().log_level if _state.debug else "WARNING")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     from fraud_detection.training import tracking
 
     handle = tracking.tracking_from_settings(_settings())
-    _run(lambda: tracking.open_tracking(handle))
+    _tracked(handle, lambda: tracking.open_tracking(handle))
     return tracking, handle
+
+
+def _tracked(handle, action: Callable[[], T]) -> T:  # type: ignore[no-untyped-def]
+    """``_run`` for MLflow work: store failures become one line naming the store."""
+    from fraud_detection.training.tracking import mlflow_errors
+
+    def guarded() -> T:
+        with mlflow_errors(handle):
+            return action()
+
+    return _run(guarded)
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:
@@ -449,12 +465,12 @@ def train(
     train_start: Annotated[
         dt.datetime | None,
         typer.Option(
-            formats=["%Y-%m-%d"], help="First day of the training window [default: latest labelled]."
+            formats=["%Y-%m-%d"], help="First day of the training window \\[default: latest labelled]."
         ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for the bundle (new or empty) [default: under FRAUD_DATA_DIR]."),
+        typer.Option(help="Folder for the bundle (new or empty) \\[default: under FRAUD_DATA_DIR]."),
     ] = None,
     folds: Annotated[
         bool, typer.Option("--folds/--no-folds", help="Assess on the config's prequential test folds first.")
@@ -470,7 +486,7 @@ def train(
         str | None,
         typer.Option(
             help="Train XGBoost on Dask: 'local' (in-process cluster) or a scheduler address "
-            "(tcp://host:8786) [default: one machine, no Dask]."
+            "(tcp://host:8786) \\[default: one machine, no Dask]."
         ),
     ] = None,
 ) -> None:
@@ -478,6 +494,13 @@ def train(
     if register and not track:
         raise _fail("--register needs tracking (drop --no-track)", 2)
     settings = _settings()
+    from fraud_detection.training.config import load_training_config
+
+    loaded = _run(lambda: load_training_config(config, overrides or []))
+    experiment = None
+    if track:  # before the data: a store that is down fails now, not after the training
+        tracking, handle = _open_tracking()
+        experiment = _tracked(handle, lambda: tracking.experiment_id(loaded.experiment, handle))
     loaded, table = _training_inputs(config, overrides)
     from fraud_detection.training import runs
 
@@ -505,11 +528,10 @@ def train(
                 dask_client=client,
             )
         )
-    if track:
-        tracking, handle = _open_tracking()
-        experiment = _run(lambda: tracking.experiment_id(loaded.experiment, handle))
+    if experiment is not None:
         lock = Path("uv.lock")
-        result = _run(
+        result = _tracked(
+            handle,
             lambda: runs.log_training_run(
                 result,
                 loaded,
@@ -517,7 +539,7 @@ def train(
                 experiment,
                 register=register,
                 lock_file=lock if lock.is_file() else None,
-            )
+            ),
         )
     if result.protocol is not None:
         for index, fold in enumerate(result.protocol.folds):
@@ -545,7 +567,7 @@ def tune(
     config: _TrainingConfigPath = Path("configs/training/default.yaml"),
     overrides: _Overrides = None,
     trials: Annotated[
-        int | None, typer.Option(min=1, help="Trials for this worker [default: search.n_trials].")
+        int | None, typer.Option(min=1, help="Trials for this worker \\[default: search.n_trials].")
     ] = None,
     write_config: Annotated[
         Path | None, typer.Option(help="Write the config with the selected hyperparameters here (YAML).")
@@ -555,14 +577,20 @@ def tune(
     """Search hyperparameters on the validation folds (Optuna TPE + pruning); print the selection."""
     import json
 
+    from fraud_detection.training.config import load_training_config
+
+    loaded = _run(lambda: load_training_config(config, overrides or []))
+    experiment = None
+    if track:  # before the data: a store that is down fails now
+        tracking, handle = _open_tracking()
+        experiment = _tracked(handle, lambda: tracking.experiment_id(loaded.experiment, handle))
     loaded, table = _training_inputs(config, overrides)
     from fraud_detection.training.tuning import tune as run_study
 
-    experiment = None
-    if track:
-        tracking, handle = _open_tracking()
-        experiment = _run(lambda: tracking.experiment_id(loaded.experiment, handle))
-    result = _run(lambda: run_study(loaded, table, experiment_id=experiment, n_trials=trials))
+    if experiment is not None:
+        result = _tracked(handle, lambda: run_study(loaded, table, experiment_id=experiment, n_trials=trials))
+    else:
+        result = _run(lambda: run_study(loaded, table, n_trials=trials))
     typer.echo(
         f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
         f"{result.n_infeasible} infeasible; best trial {result.best_trial} "
@@ -595,13 +623,15 @@ def score(
 
     settings = _settings()
     loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
-    if model.startswith("models:/"):
-        _open_tracking()
     from fraud_detection.data.ingest import validate_dataset
     from fraud_detection.inference.scoring import score_transactions, write_scores
     from fraud_detection.models.registry import resolve_model
 
-    resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
+    if model.startswith("models:/"):
+        _, handle = _open_tracking()
+        resolved = _tracked(handle, lambda: resolve_model(model, public_key=settings.model_public_key))
+    else:
+        resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
     validation = _run(lambda: validate_dataset(input_path, loaded, as_of=_utc_naive(None)))
     scores = _run(lambda: score_transactions(resolved, validation.valid))
     _run(lambda: write_scores(scores, out))
@@ -618,10 +648,10 @@ def models(name: _ModelName = "fraud-detector") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    _open_tracking()
+    _, handle = _open_tracking()
     from fraud_detection.models.registry import list_versions
 
-    versions = _run(lambda: list_versions(name))
+    versions = _tracked(handle, lambda: list_versions(name))
     table = Table(title=f"registered model {name}")
     for column in ("version", "aliases", "model", "test AP", "test AUC", "test CP@k", "bundle sha256"):
         table.add_column(column)
@@ -646,16 +676,16 @@ def models(name: _ModelName = "fraud-detector") -> None:
 @app.command()
 def promote(
     version: Annotated[
-        str | None, typer.Argument(help="The version to make champion [default: the current challenger].")
+        str | None, typer.Argument(help="The version to make champion \\[default: the current challenger].")
     ] = None,
     name: _ModelName = "fraud-detector",
 ) -> None:
     """Make a registered version the champion (the previous one is remembered for rollback)."""
-    _open_tracking()
+    _, handle = _open_tracking()
     from fraud_detection.models import registry
 
-    chosen = version or _run(lambda: registry.alias_version(name, registry.CHALLENGER))
-    previous = _run(lambda: registry.promote(name, chosen))
+    chosen = version or _tracked(handle, lambda: registry.alias_version(name, registry.CHALLENGER))
+    previous = _tracked(handle, lambda: registry.promote(name, chosen))
     if previous == chosen:
         typer.echo(f"{name} version {chosen} is already the champion")
     else:
@@ -665,8 +695,8 @@ def promote(
 @app.command()
 def rollback(name: _ModelName = "fraud-detector") -> None:
     """Move the champion alias back to the previous champion, in one command."""
-    _open_tracking()
+    _, handle = _open_tracking()
     from fraud_detection.models.registry import rollback as rollback_champion
 
-    current, previous = _run(lambda: rollback_champion(name))
+    current, previous = _tracked(handle, lambda: rollback_champion(name))
     typer.echo(f"{name}: champion rolled back from version {current} to version {previous}")

@@ -462,3 +462,17 @@ def test_signature_that_exempts_bundle_files_is_refused(linear_model: LinearMode
 
     with pytest.raises(ArtifactError, match=r"exempts \['linear\.json', 'model\.sig'\]"):
         verify_bundle_signature(tmp_path / "bundle", public_key)
+
+
+@pytest.mark.integration
+def test_signing_while_saving_publishes_signed_or_nothing(linear_model: LinearModel, tmp_path: Path) -> None:
+    private, public = write_keys(tmp_path, "good")
+    signed_dir = tmp_path / "signed"
+    digest = save_bundle(linear_bundle(linear_model), signed_dir, signing_key=private)
+    load_bundle(signed_dir, expected_digest=digest, public_key=public)  # signed before it was published
+    unusable_key = tmp_path / "not-a-key.pem"
+    unusable_key.write_text("not a key")
+    with pytest.raises(ArtifactError, match="cannot sign"):
+        save_bundle(linear_bundle(linear_model), tmp_path / "unsigned", signing_key=unusable_key)
+    assert not (tmp_path / "unsigned").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left

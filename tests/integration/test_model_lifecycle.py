@@ -147,10 +147,12 @@ def test_registry_aliases_promote_and_roll_back(lifecycle: dict) -> None:
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
     assert "from version 2 to version 1" in ok(fraud("rollback", "--name", MODEL, env=env))
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    # The rolled-back version was also the challenger: a bare `fraud promote` must not restore it.
+    assert "challenger" not in client.get_registered_model(MODEL).aliases
     refused = fraud("rollback", "--name", MODEL, env=env)
     assert refused.returncode == 2 and "no previous champion" in refused.stderr
     listing = ok(fraud("models", "--name", MODEL, env=env))
-    assert "champion" in listing and "challenger" in listing
+    assert "champion" in listing and "challenger" not in listing
     missing = fraud("promote", "9", "--name", MODEL, env=env)
     assert missing.returncode == 2 and "not in the registry" in missing.stderr
 
@@ -312,3 +314,11 @@ def test_two_tuning_workers_share_one_study_on_postgresql(small_raw: Path, tmp_p
         assert len({trial.number for trial in study.trials}) == 4
     finally:
         _drop_database(database)
+
+
+def test_an_unreachable_tracking_store_is_one_line_and_fails_fast(tmp_path: Path) -> None:
+    env = {"FRAUD_MLFLOW_TRACKING_URI": "postgresql+psycopg://postgres:secret@127.0.0.1:9/none"}
+    result = fraud("models", "--name", MODEL, env=env)
+    assert result.returncode == 2
+    assert "is unreachable" in result.stderr and "Traceback" not in result.stderr
+    assert "secret" not in result.stderr  # the password is redacted

@@ -203,3 +203,47 @@ def test_fairness_constraint_must_name_a_protected_column(config: TrainingConfig
     )
     with pytest.raises(ConfigError, match=r"protected_attribute='amount' is not a protected column"):
         tune(bad, dataclasses.replace(table), n_trials=1)
+
+
+def test_features_may_not_use_labels_the_protocol_says_are_unknown(
+    small_raw: Path, simulator_contract
+) -> None:  # type: ignore[no-untyped-def]
+    longer_delay = TrainingConfig.model_validate(
+        training_config(
+            small_raw,
+            split={
+                "delay_days": 14,
+                "validation": {"latest_train_start": "2018-04-15", "n_folds": 1},
+                "test": {"latest_train_start": "2018-04-29", "n_folds": 1},
+            },
+        )
+    )
+    with pytest.raises(ConfigError, match=r"labels 7 days old .* split.delay_days=14"):
+        load_training_table(longer_delay, simulator_contract, as_of=AS_OF)
+
+
+def test_a_window_whose_labels_are_not_all_known_is_refused(
+    config: TrainingConfig, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from fraud_detection.errors import SplitError
+
+    with pytest.raises(SplitError, match="labels of that window are not all known"):
+        train(config, table, tmp_path / "b", train_start=dt.date(2018, 5, 27), assess_folds=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_stored_study_only_continues_with_the_same_space_and_data(
+    config: TrainingConfig, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from fraud_detection.training.tuning import tune
+
+    raw = config.model_dump(mode="json")
+    raw["search"]["storage"] = str(tmp_path / "study.journal")
+    raw["search"]["study_name"] = "pinned"
+    stored = TrainingConfig.model_validate(raw)
+    first = tune(stored, table, n_trials=1)
+    assert first.n_complete + first.n_pruned == 1
+    assert tune(stored, table, n_trials=1).n_complete == 2  # the same study continues
+    raw["search"]["space"]["max_depth"]["high"] = 6
+    with pytest.raises(ConfigError, match=r"give this search a new search\.study_name"):
+        tune(TrainingConfig.model_validate(raw), table, n_trials=1)

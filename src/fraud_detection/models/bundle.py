@@ -321,11 +321,12 @@ def _check_booster(booster: Any, feature_names: tuple[str, ...]) -> int:
 # --------------------------------------------------------------------------- save
 
 
-def save_bundle(bundle: ModelBundle, out_dir: Path) -> str:
+def save_bundle(bundle: ModelBundle, out_dir: Path, *, signing_key: Path | None = None) -> str:
     """Write ``bundle`` as a folder at ``out_dir`` and return its digest (see :func:`bundle_digest`).
 
-    Everything is written into a temporary sibling folder (each file fsync'ed), then renamed into
-    place, so a crash never leaves a partial bundle at ``out_dir``. Raises :class:`StorageError` when
+    Everything is written into a temporary sibling folder (each file fsync'ed), signed there when
+    ``signing_key`` is given, then renamed into place, so a crash or a failed signature never leaves
+    a partial or unsigned bundle at ``out_dir``. Raises :class:`StorageError` when
     ``out_dir`` exists and is not an empty folder (nothing is changed then), or cannot be written.
     """
     out_dir = Path(out_dir)
@@ -346,6 +347,8 @@ def save_bundle(bundle: ModelBundle, out_dir: Path) -> str:
         for name, data in files.items():
             atomic_write_bytes(tmp_dir / name, data)
         atomic_write_bytes(tmp_dir / MANIFEST_FILE, manifest_bytes)  # last: it vouches for the rest
+        if signing_key is not None:
+            sign_bundle(tmp_dir, signing_key)
         _refuse_existing(out_dir)  # someone may have written there meanwhile
         # rename(2) replaces only a missing or empty folder, so a racing writer's bundle is never lost.
         os.rename(tmp_dir, out_dir)

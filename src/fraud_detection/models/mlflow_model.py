@@ -17,10 +17,16 @@ from mlflow.pyfunc import PythonModel
 
 class BundleModel(PythonModel):
     def load_context(self, context: Any) -> None:
+        from fraud_detection.errors import ArtifactError
         from fraud_detection.models.bundle import load_bundle
+        from fraud_detection.models.registry import BUNDLE_ARTIFACT
 
         expected = (context.model_config or {}).get("bundle_sha256")
-        self.bundle = load_bundle(Path(context.artifacts["bundle"]), expected_digest=expected)
+        if not expected:
+            raise ArtifactError(
+                "the logged model has no bundle_sha256 in its model config to check the bundle against"
+            )
+        self.bundle = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]), expected_digest=expected)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         return self.bundle.predict_proba(model_input)

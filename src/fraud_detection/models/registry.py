@@ -23,6 +23,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 DIGEST_TAG = "bundle_sha256"
+BUNDLE_ARTIFACT = "bundle"  # the bundle's key (and folder name) among a logged model's artifacts
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ def _mlflow_error() -> type[Exception]:
     return MlflowException
 
 
+def _not_found(err: Exception) -> bool:
+    """Only a missing model, version or alias is "not there"; anything else (a server error) is
+    re-raised for the caller's edge to report as a store failure."""
+    return getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
 def _version(ref: ModelRef) -> Any:
     client = _client()
     try:
@@ -82,6 +89,8 @@ def _version(ref: ModelRef) -> Any:
             return client.get_model_version_by_alias(ref.name, ref.alias)
         return client.get_model_version(ref.name, ref.version)
     except _mlflow_error() as err:
+        if not _not_found(err):
+            raise
         raise ConfigError(f"model {ref.uri!r} is not in the registry: {err.message}") from err
 
 
@@ -111,8 +120,6 @@ def resolve_model(
         )
     import mlflow
 
-    from fraud_detection.training.tracking import BUNDLE_ARTIFACT
-
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{ref.name}/{version.version}"))
     bundle = load_bundle(
         local / "artifacts" / BUNDLE_ARTIFACT, expected_digest=recorded, public_key=public_key
@@ -139,6 +146,8 @@ def _history(name: str) -> list[str]:
     try:
         model = _client().get_registered_model(name)
     except _mlflow_error() as err:
+        if not _not_found(err):
+            raise
         raise ConfigError(f"registered model {name!r} does not exist: {err.message}") from err
     return json.loads(model.tags.get(HISTORY_TAG, "[]"))
 
@@ -167,6 +176,9 @@ def rollback(name: str) -> tuple[str, str]:
     client = _client()
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[:-1]))
+    # A bare `fraud promote` must not put the rolled-back version straight back.
+    if str((client.get_registered_model(name).aliases or {}).get(CHALLENGER)) == current:
+        client.delete_registered_model_alias(name, CHALLENGER)
     return current, previous
 
 
@@ -184,6 +196,8 @@ def list_versions(name: str) -> list[VersionInfo]:
     try:
         model = client.get_registered_model(name)
     except _mlflow_error() as err:
+        if not _not_found(err):
+            raise
         raise ConfigError(f"registered model {name!r} does not exist: {err.message}") from err
     aliases: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():

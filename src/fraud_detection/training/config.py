@@ -59,6 +59,23 @@ class SplitConfig(_Strict):
     validation: FoldsConfig
     test: FoldsConfig
 
+    @model_validator(mode="after")
+    def _validation_before_test(self) -> SplitConfig:
+        """Selection must not see the test periods: the last validation test day comes before
+        the first test-fold test day."""
+        days = dt.timedelta(days=self.train_days + self.delay_days)
+        validation_end = self.validation.latest_train_start + days + dt.timedelta(days=self.test_days)
+        earliest_test_train = self.test.latest_train_start - dt.timedelta(
+            days=self.test_days * (self.test.n_folds - 1)
+        )
+        test_start = earliest_test_train + days
+        if validation_end > test_start:
+            raise ValueError(
+                f"validation folds end {validation_end} (exclusive) after the earliest test fold's test period "
+                f"starts ({test_start}): move validation.latest_train_start earlier"
+            )
+        return self
+
 
 class XGBoostParams(_Strict):
     n_estimators: int = Field(100, ge=1)

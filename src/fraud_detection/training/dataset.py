@@ -16,6 +16,7 @@ import pandas as pd
 from fraud_detection.data.contract import Contract, Role
 from fraud_detection.data.ingest import validate_dataset
 from fraud_detection.data.quality import gate
+from fraud_detection.errors import ConfigError
 from fraud_detection.features.engineering import FeatureConfig, build_features, load_feature_config
 from fraud_detection.training.config import HANDBOOK_FEATURES, TrainingConfig
 
@@ -39,9 +40,15 @@ class TrainingTable:
 
 
 def select_features(config: FeatureConfig, feature_set: str) -> tuple[str, ...]:
-    if feature_set == "handbook":
-        return HANDBOOK_FEATURES
-    return tuple(config.feature_names)
+    if feature_set == "all":
+        return tuple(config.feature_names)
+    missing = [name for name in HANDBOOK_FEATURES if name not in config.feature_names]
+    if missing:
+        raise ConfigError(
+            f"features.feature_set='handbook' needs {missing}, which the feature config does not define "
+            f"(its windows_days are {config.windows_days}; the handbook's are [1, 7, 30])"
+        )
+    return HANDBOOK_FEATURES
 
 
 def build_training_table(
@@ -56,14 +63,21 @@ def build_training_table(
 
 def load_training_table(config: TrainingConfig, contract: Contract, *, as_of: dt.datetime) -> TrainingTable:
     """Validate the configured source (quality gate included) and compute its training table."""
+    feature_config = load_feature_config(Path(config.features.config))
+    if feature_config.label_delay_days < config.split.delay_days:
+        raise ConfigError(
+            f"the features use labels {feature_config.label_delay_days} days old (label_delay_days in "
+            f"{str(config.features.config)!r}) but split.delay_days={config.split.delay_days} says labels "
+            "are known only after that: the test folds would see labels not yet known"
+        )
+    feature_names = select_features(feature_config, config.features.feature_set)
     validation = validate_dataset(config.data.source, contract, as_of=as_of)
     gate(validation.report)
-    feature_config = load_feature_config(Path(config.features.config))
     frame = build_training_table(validation.valid, contract, feature_config)
     return TrainingTable(
         frame=frame,
         feature_config=feature_config,
-        feature_names=select_features(feature_config, config.features.feature_set),
+        feature_names=feature_names,
         protected=tuple(contract.columns_with_role(Role.PROTECTED)),
         source=config.data.source,
         content_digest=validation.report.content_digest or "",

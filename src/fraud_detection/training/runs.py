@@ -21,7 +21,7 @@ import pandas as pd
 import structlog
 
 from fraud_detection.errors import SplitError
-from fraud_detection.models.bundle import ModelBundle, TrainingWindow, save_bundle, sign_bundle
+from fraud_detection.models.bundle import ModelBundle, TrainingWindow, save_bundle
 from fraud_detection.training.config import TrainingConfig
 from fraud_detection.training.dataset import LABEL, TrainingTable
 from fraud_detection.training.trainer import (
@@ -98,7 +98,13 @@ def train(
     protocol = (
         run_protocol(table, config, config.split.test, dask_client=dask_client) if assess_folds else None
     )
-    start = train_start or latest_labelled_train_start(table, config)
+    latest = latest_labelled_train_start(table, config)
+    if train_start is not None and train_start > latest:
+        raise SplitError(
+            f"--train-start {train_start}: labels of that window are not all known by the end of the data "
+            f"({config.split.delay_days} days delay); the latest labelled window starts {latest}"
+        )
+    start = train_start or latest
     train_rows, test_rows = _holdout(table, config, start)
     window = TrainingWindow(
         start=dt.datetime.combine(start, dt.time()),
@@ -136,9 +142,7 @@ def train(
         bundle = dataclasses.replace(
             bundle, metadata={**bundle.metadata, "holdout_metrics": _finite(holdout_metrics)}
         )
-    digest = save_bundle(bundle, out_dir)
-    if signing_key is not None:
-        sign_bundle(out_dir, signing_key)
+    digest = save_bundle(bundle, out_dir, signing_key=signing_key)
     _log.info("model trained", bundle=str(out_dir), digest=digest, window_start=str(start))
     return TrainResult(bundle, out_dir, digest, window, protocol, holdout_metrics)
 
@@ -232,7 +236,6 @@ def log_training_run(
 
 
 def _log_figures(result: TrainResult) -> None:
-    import matplotlib.pyplot as plt
     import mlflow
 
     from fraud_detection.training import tracking
@@ -249,10 +252,8 @@ def _log_figures(result: TrainResult) -> None:
         title = "|coefficient| (standardised inputs)"
     figure = tracking.figure_feature_importance(names, values, f"feature importance: {title}")
     mlflow.log_figure(figure, "plots/feature_importance.png")
-    plt.close(figure)
     if result.protocol is not None:
         y_true = np.concatenate([fold.y_true for fold in result.protocol.folds])
         y_score = np.concatenate([fold.y_score for fold in result.protocol.folds])
         figure = tracking.figure_pr_curve(y_true, y_score, "precision-recall, prequential test folds")
         mlflow.log_figure(figure, "plots/pr_curve.png")
-        plt.close(figure)

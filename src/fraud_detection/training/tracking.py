@@ -12,10 +12,13 @@ answer class labels), and the bundle's digest in the model config for the load-t
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,12 @@ import numpy as np
 import structlog
 
 from fraud_detection.config import Settings
-from fraud_detection.errors import ConfigError
+from fraud_detection.errors import StorageError
+from fraud_detection.models.registry import BUNDLE_ARTIFACT
 
 _log = structlog.get_logger(__name__)
 
 MODEL_ARTIFACT = "model"
-BUNDLE_ARTIFACT = "bundle"  # key of the bundle inside the logged pyfunc model's artifacts
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,57 @@ def tracking_from_settings(settings: Settings) -> Tracking:
     return Tracking(uri, root)
 
 
+def redacted(uri: str) -> str:
+    """``uri`` without its password, fit for an error message."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    return uri.replace(f":{parsed.password}@", ":***@", 1)
+
+
+@contextmanager
+def mlflow_errors(tracking: Tracking) -> Iterator[None]:
+    """MLflow, database and network failures as one :class:`StorageError` naming the store."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, sqlalchemy.exc.SQLAlchemyError, requests.RequestException, OSError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise StorageError(
+            f"MLflow tracking store {redacted(tracking.tracking_uri)!r} failed: {reason}"
+        ) from err
+
+
 def open_tracking(tracking: Tracking) -> None:
     """Point MLflow (tracking and registry) at ``tracking``; creates the local folders it needs."""
     import mlflow
 
     if tracking.tracking_uri.startswith("sqlite:///"):
         Path(tracking.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif urlparse(tracking.tracking_uri).scheme.startswith(("postgresql", "mysql", "mssql")):
+        _probe_database(tracking)
     mlflow.set_tracking_uri(tracking.tracking_uri)
     mlflow.set_registry_uri(tracking.tracking_uri)
+
+
+def _probe_database(tracking: Tracking) -> None:
+    """One quick connection first: MLflow itself retries an unreachable database for ~100 s."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(tracking.tracking_uri, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = (str(err.orig or err).strip().splitlines() or ["unreachable"])[0][:300]
+        raise StorageError(
+            f"MLflow tracking store {redacted(tracking.tracking_uri)!r} is unreachable: {reason}"
+        ) from err
+    finally:
+        engine.dispose()
 
 
 def experiment_id(name: str, tracking: Tracking) -> str:
@@ -125,14 +171,13 @@ def dataset_input(source: str, digest: str, rows: int) -> Any:
 
 
 def figure_pr_curve(y_true: np.ndarray, y_score: np.ndarray, title: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot: no global backend switch, nothing left in pyplot's registry.
+    from matplotlib.figure import Figure
     from sklearn.metrics import precision_recall_curve
 
     precision, recall, _ = precision_recall_curve(y_true, y_score)
-    figure, axes = plt.subplots(figsize=(5, 4))
+    figure = Figure(figsize=(5, 4))
+    axes = figure.add_subplot()
     axes.plot(recall, precision)
     axes.set_xlabel("recall")
     axes.set_ylabel("precision")
@@ -142,13 +187,11 @@ def figure_pr_curve(y_true: np.ndarray, y_score: np.ndarray, title: str) -> Any:
 
 
 def figure_feature_importance(names: list[str], values: np.ndarray, title: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     order = np.argsort(values)
-    figure, axes = plt.subplots(figsize=(6, 0.3 * len(names) + 1))
+    figure = Figure(figsize=(6, 0.3 * len(names) + 1))
+    axes = figure.add_subplot()
     axes.barh([names[i] for i in order], values[order])
     axes.set_title(title)
     figure.tight_layout()
@@ -196,12 +239,11 @@ def _log_pyfunc(
 ) -> Any:
     import mlflow
 
-    from fraud_detection.models import mlflow_model
-
     try:
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=mlflow_model.__file__,
+            # The file itself, not the module: importing it would run its set_model() call.
+            python_model=importlib.util.find_spec("fraud_detection.models.mlflow_model").origin,
             artifacts={BUNDLE_ARTIFACT: str(staged)},
             model_config={"bundle_sha256": bundle_digest},
             signature=signature,
@@ -210,4 +252,4 @@ def _log_pyfunc(
             registered_model_name=registered_model,
         )
     except mlflow.exceptions.MlflowException as err:
-        raise ConfigError(f"MLflow could not log the model: {err}") from err
+        raise StorageError(f"MLflow could not log the model: {err}") from err

@@ -208,6 +208,7 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
         load_if_exists=True,
     )
+    _pin_study(study, config, table)
     parent_run_id = None
     if experiment_id is not None:
         import mlflow
@@ -234,6 +235,38 @@ def tune(
             return result
     study.optimize(objective, n_trials=n_trials or search.n_trials)
     return _summarise(study, None)
+
+
+def _pin_study(study: Any, config: TrainingConfig, table: TrainingTable) -> None:
+    """A stored study continues only with the same data, space and protocol: its best trial must
+    stay comparable with the new ones."""
+    import hashlib
+    import json
+
+    subject = {
+        "data": table.content_digest,
+        "features": list(table.feature_names),
+        "split": config.split.model_dump(mode="json"),
+        # The base model without the searched parameters: writing the selection back into the
+        # config does not make the study another one.
+        "model": {
+            "type": config.model.type,
+            "params": {k: v for k, v in config.model.params().items() if k not in config.search.space},
+        },
+        "space": {k: v.model_dump(mode="json") for k, v in config.search.space.items()},
+        "fairness": config.search.fairness.model_dump(mode="json") if config.search.fairness else None,
+        "seed": config.seed,
+        "threshold": config.threshold.value,
+    }
+    digest = hashlib.sha256(json.dumps(subject, sort_keys=True).encode()).hexdigest()
+    pinned = study.user_attrs.get("subject_sha256")
+    if pinned is None:
+        study.set_user_attr("subject_sha256", digest)
+    elif pinned != digest:
+        raise ConfigError(
+            f"study {study.study_name!r} in {config.search.storage!r} was run on other data, features, "
+            "search space or protocol; give this search a new search.study_name"
+        )
 
 
 def _storage_kind(storage: str | None) -> str:
