@@ -156,16 +156,14 @@ def pandas_reference(
         start = np.where(has_genuine, np.searchsorted(times, genuine_time, side="right"), 0)
         count = np.where(last_is_fraud, last_known + 1 - start, 0)
         ratio_sums = np.concatenate([[0.0], np.cumsum(ratios)])
-        day_ns = np.timedelta64(1, "D") / np.timedelta64(1, "ns")
+        day = np.timedelta64(1, "D")
         return pd.DataFrame(
             {
                 "terminal_last_known_fraud": last_is_fraud.astype(np.int64),
-                "terminal_days_since_known_fraud": np.where(
-                    has_fraud, (times - fraud_time).astype(np.int64) / day_ns, -1.0
-                ),
+                "terminal_days_since_known_fraud": np.where(has_fraud, (times - fraud_time) / day, -1.0),
                 "terminal_known_fraud_streak_days": np.where(
                     last_is_fraud,
-                    (times - times[np.minimum(start, len(times) - 1)]).astype(np.int64) / day_ns,
+                    (times - times[np.minimum(start, len(times) - 1)]) / day,
                     -1.0,
                 ),
                 "terminal_known_fraud_streak_count": count.astype(np.float64),
