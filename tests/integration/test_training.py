@@ -247,3 +247,33 @@ def test_a_stored_study_only_continues_with_the_same_space_and_data(
     raw["search"]["space"]["max_depth"]["high"] = 6
     with pytest.raises(ConfigError, match=r"give this search a new search\.study_name"):
         tune(TrainingConfig.model_validate(raw), table, n_trials=1)
+
+
+def test_cost_threshold_is_chosen_on_the_validation_folds_and_kept_in_the_bundle(
+    config: TrainingConfig, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from fraud_detection.evaluation.metrics import CostModel, select_threshold_by_cost
+
+    raw = config.model_dump(mode="json")
+    raw["threshold"] = {"strategy": "cost", "cost": {"false_negative_cost": 200, "false_positive_cost": 2}}
+    costed = TrainingConfig.model_validate(raw)
+    result = train(costed, table, tmp_path / "bundle", assess_folds=False)
+    validation = run_protocol(table, costed, costed.split.validation)
+    expected = select_threshold_by_cost(
+        np.concatenate([f.y_true for f in validation.folds]),
+        np.concatenate([f.y_score for f in validation.folds]),
+        CostModel(false_negative_cost=200, false_positive_cost=2),
+    )
+    assert result.bundle.threshold == pytest.approx(expected)
+    evidence = load_bundle(tmp_path / "bundle").metadata["threshold_selection"]
+    assert evidence["strategy"] == "cost" and evidence["chosen_on"].startswith("validation")
+    assert evidence["threshold"] == pytest.approx(expected)
+
+
+def test_alert_budget_needs_a_budget(config: TrainingConfig) -> None:
+    from pydantic import ValidationError
+
+    raw = config.model_dump(mode="json")
+    raw["threshold"] = {"strategy": "alert_budget"}
+    with pytest.raises(ValidationError, match=r"needs threshold\.alerts_per_day"):
+        TrainingConfig.model_validate(raw)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fraud_detection.config import format_validation_error, load_yaml_config
 from fraud_detection.errors import ConfigError
+from fraud_detection.evaluation.metrics import CostModel
 
 # The handbook's 15 model inputs (§3.4): amount, the two calendar flags and the 12 window features.
 HANDBOOK_FEATURES = (
@@ -153,7 +154,23 @@ class SearchConfig(_Strict):
 
 
 class ThresholdConfig(_Strict):
+    """The decision threshold stored in the bundle.
+
+    ``fixed``: ``value``. ``cost``: the threshold with the least expected cost (``cost``) on the
+    validation folds' out-of-sample scores. ``alert_budget``: the lowest threshold that raises at
+    most ``alerts_per_day`` alerts per day on average on those scores.
+    """
+
+    strategy: Literal["fixed", "cost", "alert_budget"] = "fixed"
     value: float = Field(0.5, ge=0, le=1)
+    cost: CostModel = CostModel()
+    alerts_per_day: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _budget_given(self) -> ThresholdConfig:
+        if self.strategy == "alert_budget" and self.alerts_per_day is None:
+            raise ValueError("threshold.strategy 'alert_budget' needs threshold.alerts_per_day")
+        return self
 
 
 class TrainingConfig(_Strict):

@@ -58,6 +58,44 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {name: (value if np.isfinite(value) else None) for name, value in metrics.items()}
 
 
+def choose_threshold(table: TrainingTable, config: TrainingConfig) -> tuple[float, dict[str, Any]]:
+    """The bundle's decision threshold, and the evidence for it (kept in the bundle's metadata).
+
+    Cost and alert-budget thresholds are chosen on the validation folds' out-of-sample scores:
+    never on the rows the model is fitted on, and never on the test folds.
+    """
+    from fraud_detection.evaluation.metrics import (
+        expected_cost,
+        select_threshold_by_alert_budget,
+        select_threshold_by_cost,
+    )
+
+    rule = config.threshold
+    if rule.strategy == "fixed":
+        return rule.value, {"strategy": "fixed", "threshold": rule.value}
+    validation = run_protocol(table, config, config.split.validation)
+    y_true = np.concatenate([fold.y_true for fold in validation.folds])
+    y_score = np.concatenate([fold.y_score for fold in validation.folds])
+    if rule.strategy == "cost":
+        threshold = select_threshold_by_cost(y_true, y_score, rule.cost)
+    else:
+        assert rule.alerts_per_day is not None
+        rows = np.concatenate([fold.test_rows for fold in validation.folds])
+        days = table.frame[TIMESTAMP].to_numpy()[rows].astype("datetime64[D]")
+        threshold = select_threshold_by_alert_budget(y_score, alerts_per_day=rule.alerts_per_day, days=days)
+    evidence = {
+        "strategy": rule.strategy,
+        "threshold": float(threshold),
+        "chosen_on": "validation folds (out of sample)",
+        "rows": len(y_true),
+        "expected_cost_per_transaction": float(expected_cost(y_true, y_score, threshold, rule.cost)),
+        "alerts_per_transaction": float(np.mean(y_score >= threshold)),
+        "cost": rule.cost.model_dump(),
+    }
+    _log.info("threshold chosen", **{k: v for k, v in evidence.items() if k != "cost"})
+    return float(threshold), evidence
+
+
 def config_digest(config: TrainingConfig) -> str:
     return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
@@ -98,6 +136,7 @@ def train(
     protocol = (
         run_protocol(table, config, config.split.test, dask_client=dask_client) if assess_folds else None
     )
+    threshold, threshold_evidence = choose_threshold(table, config)
     latest = latest_labelled_train_start(table, config)
     if train_start is not None and train_start > latest:
         raise SplitError(
@@ -121,6 +160,7 @@ def train(
         "feature_config": table.feature_config.model_dump(mode="json"),
         "config_sha256": config_digest(config),
         "config": config.model_dump(mode="json"),
+        "threshold_selection": threshold_evidence,
     }
     if protocol is not None:
         metadata["test_folds"] = _finite(protocol.summary)
@@ -130,7 +170,7 @@ def train(
         config.model,
         seed=config.seed,
         window=window,
-        threshold=config.threshold.value,
+        threshold=threshold,
         feature_service=config.features.feature_service,
         metadata=metadata,
         dask_client=dask_client,
