@@ -38,7 +38,10 @@ demo: install
 	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features online \
 		--customer-id 42 --terminal-id 7 --amount 120 --timestamp 2018-09-30T12:00:00 --features-dir $(DEMO_DIR)/features/simulator
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud train --config configs/training/default.yaml \
-		--set data.source=$(DEMO_DIR)/raw/simulator --register --out $(DEMO_DIR)/models/demo-$$(date -u +%Y%m%dT%H%M%S)
+		--set data.source=$(DEMO_DIR)/raw/simulator --train-start 2018-09-03 --register \
+		--out $(DEMO_DIR)/models/demo-$$(date -u +%Y%m%dT%H%M%S)
+	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud evaluate models:/fraud-detector@challenger \
+		--config configs/training/default.yaml --set data.source=$(DEMO_DIR)/raw/simulator
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud promote --name fraud-detector
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud models --name fraud-detector
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud score --model models:/fraud-detector@champion \
@@ -53,6 +56,7 @@ demo: install
 	@echo "  Feast registry + SQLite online store:               $(DEMO_DIR)/feature_store/"
 	@echo "  model bundles (UBJ + SHA-256 manifest):             $(DEMO_DIR)/models/"
 	@echo "  MLflow runs + registry (SQLite):                    $(DEMO_DIR)/mlflow/  (UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/mlflow/mlflow.db)"
+	@echo "  evaluation evidence + model report (HTML):          $(DEMO_DIR)/evaluations/fraud-detector-v*/report.html"
 	@echo "  scores of the champion:                             $(DEMO_DIR)/scores/simulator.parquet"
 
 test: install

@@ -114,7 +114,22 @@ def training_config(source: Path, **sections: dict) -> dict:
             "validation": {"latest_train_start": "2018-04-22", "n_folds": 2},
             "test": {"latest_train_start": "2018-05-06", "n_folds": 2},
         },
-        "model": {"type": "xgboost", "xgboost": {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.3}},
+        "model": {
+            "type": "xgboost",
+            "xgboost": {
+                "n_estimators": 30,
+                "max_depth": 3,
+                "learning_rate": 0.3,
+                # The behaviour gate's directions, enforced (see evaluation.behaviour.RISK_INCREASING).
+                "monotone_increasing": [
+                    "terminal_risk_1d",
+                    "terminal_risk_7d",
+                    "customer_amount_ratio_30d",
+                    "customer_nb_outlier_amounts_7d",
+                    "terminal_known_fraud_streak_count",
+                ],
+            },
+        },
         "search": {
             "n_trials": 3,
             "space": {
@@ -133,3 +148,23 @@ def write_training_config(path: Path, source: Path, **sections: dict) -> Path:
 
     path.write_text(yaml.safe_dump(training_config(source, **sections)), encoding="utf-8")
     return path
+
+
+# --- model tests: the model under test (tests/model); here, since only this conftest is loaded early
+# enough for `pytest tests --model-uri ...` to accept the options ---------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("model", "model behaviour tests (tests/model)")
+    group.addoption(
+        "--model-uri",
+        default=None,
+        help="model to test: models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder "
+        "(default: a small model trained on the test data)",
+    )
+    group.addoption(
+        "--champion-uri",
+        default=None,
+        help="champion to compare --model-uri with in the no-regression test (default: the model "
+        "retrained with another seed)",
+    )

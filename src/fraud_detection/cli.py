@@ -700,3 +700,104 @@ def rollback(name: _ModelName = "fraud-detector") -> None:
 
     current, previous = _tracked(handle, lambda: rollback_champion(name))
     typer.echo(f"{name}: champion rolled back from version {current} to version {previous}")
+
+
+# --- evaluation, gates and the model report --------------------------------------------------------
+
+_EvalConfigPath = Annotated[Path, typer.Option("--eval-config", help="Evaluation and gate config (YAML).")]
+
+
+def _evaluate(
+    model: str, config: Path, overrides: list[str] | None, eval_config: Path, out: Path | None, track: bool
+):  # type: ignore[no-untyped-def]
+    """Shared by `evaluate` and `report`: resolve, evaluate on the held-out week, write the evidence."""
+    from fraud_detection.evaluation.evaluate import load_evaluation_config
+    from fraud_detection.training.config import load_training_config
+
+    settings = _settings()
+    loaded = _run(lambda: load_training_config(config, overrides or []))
+    checks = _run(lambda: load_evaluation_config(eval_config))
+    handle = None
+    if model.startswith("models:/") or track:
+        _, handle = _open_tracking()
+    loaded, table = _training_inputs(config, overrides)
+    from fraud_detection.evaluation.evaluate import run_evaluation
+    from fraud_detection.models.registry import CHAMPION, ModelRef, resolve_alias, resolve_model
+
+    def resolve(uri: str):  # type: ignore[no-untyped-def]
+        load = lambda: resolve_model(uri, public_key=settings.model_public_key)  # noqa: E731
+        return _tracked(handle, load) if uri.startswith("models:/") else _run(load)
+
+    resolved = resolve(model)
+    ref = ModelRef.parse(model)
+    champion = None
+    if ref.name is not None:  # no champion yet: nothing to regress against
+        champion = _tracked(
+            handle, lambda: resolve_alias(ref.name, CHAMPION, public_key=settings.model_public_key)
+        )
+    name = f"{ref.name}-v{resolved.version}" if ref.name else resolved.version
+    out = out or settings.data_dir / "evaluations" / name
+    evaluation = _run(lambda: run_evaluation(resolved, table, loaded, checks, out, champion=champion))
+    return loaded, evaluation, out, handle, ref
+
+
+def _print_gates(evaluation) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"promotion gates: {evaluation.model_uri} (version {evaluation.model_version})")
+    for column in ("gate", "status", "evidence"):
+        table.add_column(column)
+    for gate in evaluation.gates:
+        table.add_row(gate.name, "PASS" if gate.passed else "FAIL", gate.detail)
+    Console(width=160).print(table)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")
+    ],
+    config: _TrainingConfigPath = Path("configs/training/default.yaml"),
+    overrides: _Overrides = None,
+    eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the evidence \\[default: FRAUD_DATA_DIR/evaluations/...].")
+    ] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Record the evidence in MLflow.")] = True,
+) -> None:
+    """Evaluate a model on its held-out week, record the gate outcome, write the report; exit 1 if a gate fails."""
+    from fraud_detection.errors import ModelGateFailed
+
+    loaded, evaluation, out_dir, handle, ref = _evaluate(model, config, overrides, eval_config, out, track)
+    if track and handle is not None:
+        import fraud_detection.training.tracking as tracking
+        from fraud_detection.evaluation.evaluate import log_evaluation
+
+        experiment = _tracked(handle, lambda: tracking.experiment_id(loaded.experiment, handle))
+        _tracked(handle, lambda: log_evaluation(evaluation, experiment, out_dir, ref.name))
+    _print_gates(evaluation)
+    typer.echo(f"evidence: {out_dir / 'evaluation.json'}")
+    typer.echo(f"report: {out_dir / 'report.html'}")
+    if not evaluation.passed:
+        _exit_on(ModelGateFailed(model, evaluation.failures))
+
+
+@app.command()
+def report(
+    model: Annotated[
+        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")
+    ],
+    config: _TrainingConfigPath = Path("configs/training/default.yaml"),
+    overrides: _Overrides = None,
+    eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the report \\[default: FRAUD_DATA_DIR/evaluations/...].")
+    ] = None,
+) -> None:
+    """Write the model report and print its Definition of Done checklist (the registry is not touched)."""
+    from fraud_detection.evaluation.report import definition_of_done, format_checklist
+
+    _, evaluation, out_dir, _, _ = _evaluate(model, config, overrides, eval_config, out, track=False)
+    typer.echo(format_checklist(definition_of_done(evaluation)))
+    typer.echo(f"report: {out_dir / 'report.html'}")

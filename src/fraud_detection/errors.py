@@ -74,3 +74,12 @@ class SplitError(FraudDetectionError):
     """A time split cannot be built: a bad window argument, missing columns, or a fold window without rows."""
 
     exit_code = 2
+
+
+class ModelGateFailed(FraudDetectionError):
+    """A model failed one or more promotion gates; ``failures`` lists every one. Nothing moved."""
+
+    def __init__(self, model: str, failures: Sequence[str]) -> None:
+        self.failures = list(failures)
+        listed = "; ".join(self.failures)
+        super().__init__(f"{model} failed {len(self.failures)} promotion gate(s): {listed}")

@@ -43,17 +43,38 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+LENIENT = {
+    "n_boot": 20,
+    "shap_sample": 200,
+    "gates": {"min_average_precision": 0.0, "min_roc_auc": 0.0, "max_latency_p99_ms": 1000.0},
+}
+STRICT = {**LENIENT, "gates": {**LENIENT["gates"], "min_average_precision": 0.99}}
+
+
+def write_eval_config(path: Path, content: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def lifecycle(small_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two registered versions trained on 2018-05-06 .. 05-12, each evaluated (gates passed) on its
+    held-out week 05-20 .. 05-26."""
     root = tmp_path_factory.mktemp("lifecycle")
     env = {"FRAUD_DATA_DIR": str(root / "data")}
     config = write_training_config(root / "train.yaml", small_raw)
-    first = ok(fraud("train", "--config", str(config), "--register", "--out", str(root / "v1"), env=env))
+    window = ["--train-start", "2018-05-06"]
+    first = ok(
+        fraud("train", "--config", str(config), *window, "--register", "--out", str(root / "v1"), env=env)
+    )
     second = ok(
         fraud(
             "train",
             "--config",
             str(config),
+            *window,
             "--no-folds",
             "--register",
             "--set",
@@ -63,7 +84,53 @@ def lifecycle(small_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
             env=env,
         )
     )
-    return {"root": root, "env": env, "config": config, "outputs": (first, second)}
+    lenient = write_eval_config(root / "lenient.yaml", LENIENT)
+    for version in ("1", "2"):
+        ok(
+            fraud(
+                "evaluate",
+                f"models:/{MODEL}/{version}",
+                "--config",
+                str(config),
+                "--eval-config",
+                str(lenient),
+                env=env,
+            )
+        )
+    return {"root": root, "env": env, "config": config, "outputs": (first, second), "lenient": lenient}
+
+
+def test_a_failing_gate_refuses_promotion_and_moves_nothing(lifecycle: dict) -> None:
+    env, config = lifecycle["env"], str(lifecycle["config"])
+    strict = write_eval_config(lifecycle["root"] / "strict.yaml", STRICT)
+    client = _client(lifecycle)
+    before = dict(client.get_registered_model(MODEL).aliases)
+    evaluated = fraud(
+        "evaluate", f"models:/{MODEL}/2", "--config", config, "--eval-config", str(strict), env=env
+    )
+    assert evaluated.returncode == 1
+    assert "performance_floor" in evaluated.stderr and "Traceback" not in evaluated.stderr
+    refused = fraud("promote", "2", "--name", MODEL, env=env)
+    assert refused.returncode == 1
+    assert "failed 1 promotion gate(s)" in refused.stderr and "performance_floor" in refused.stderr
+    assert dict(client.get_registered_model(MODEL).aliases) == before  # nothing moved
+    assert client.get_model_version(MODEL, "2").tags["gates_passed"] == "false"
+    # Evidence on disk: the report and the JSON beside it.
+    evidence = lifecycle["root"] / "data" / "evaluations" / f"{MODEL}-v2"
+    assert (evidence / "report.html").is_file() and (evidence / "evaluation.json").is_file()
+    # Re-evaluated within the gates, it may move again (the next test promotes it).
+    ok(
+        fraud(
+            "evaluate",
+            f"models:/{MODEL}/2",
+            "--config",
+            config,
+            "--eval-config",
+            str(lifecycle["lenient"]),
+            env=env,
+        )
+    )
+    assert client.get_model_version(MODEL, "2").tags["gates_passed"] == "true"
 
 
 def _client(lifecycle: dict):  # type: ignore[no-untyped-def]

@@ -12,17 +12,19 @@ version before the current one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fraud_detection.errors import ArtifactError, ConfigError
+from fraud_detection.errors import ArtifactError, ConfigError, ModelGateFailed
 from fraud_detection.models.bundle import ModelBundle, load_bundle
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 DIGEST_TAG = "bundle_sha256"
+GATES_TAG = "gates_passed"
+GATE_FAILURES_TAG = "gate_failures"
 BUNDLE_ARTIFACT = "bundle"  # the bundle's key (and folder name) among a logged model's artifacts
 
 
@@ -62,6 +64,7 @@ class ResolvedModel:
     version: str  # registry version, or "bundle-<digest prefix>" for a bundle folder
     digest: str
     name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # the registry version's tags
 
 
 def _client() -> Any:
@@ -79,7 +82,11 @@ def _mlflow_error() -> type[Exception]:
 def _not_found(err: Exception) -> bool:
     """Only a missing model, version or alias is "not there"; anything else (a server error) is
     re-raised for the caller's edge to report as a store failure."""
-    return getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+    code = getattr(err, "error_code", None)
+    # A missing alias comes back as INVALID_PARAMETER_VALUE ("... alias X not found").
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in str(err)
+    )
 
 
 def _version(ref: ModelRef) -> Any:
@@ -124,12 +131,28 @@ def resolve_model(
     bundle = load_bundle(
         local / "artifacts" / BUNDLE_ARTIFACT, expected_digest=recorded, public_key=public_key
     )
-    return ResolvedModel(bundle, uri, str(version.version), recorded, name=ref.name)
+    return ResolvedModel(bundle, uri, str(version.version), recorded, name=ref.name, tags=dict(version.tags))
 
 
 def alias_version(name: str, alias: str) -> str:
     """The version ``alias`` points at (ConfigError when the model or the alias does not exist)."""
     return str(_version(ModelRef(f"models:/{name}@{alias}", name=name, alias=alias)).version)
+
+
+def record_gates(name: str, version: str, passed: bool, failures: list[str], run_id: str | None) -> None:
+    """What ``promote`` checks: the outcome of the version's latest evaluation."""
+    tags = {GATES_TAG: "true" if passed else "false", GATE_FAILURES_TAG: json.dumps(failures)[:4_900]}
+    if run_id is not None:
+        tags["evaluation_run_id"] = run_id
+    tag_version(name, version, tags)
+
+
+def resolve_alias(name: str, alias: str, *, public_key: Path | None = None) -> ResolvedModel | None:
+    """The model behind ``models:/NAME@ALIAS``, or None when the model or the alias does not exist."""
+    try:
+        return resolve_model(f"models:/{name}@{alias}", public_key=public_key)
+    except ConfigError:
+        return None
 
 
 def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
@@ -153,9 +176,18 @@ def _history(name: str) -> list[str]:
 
 
 def promote(name: str, version: str) -> str | None:
-    """Make ``version`` the champion; returns the previous champion's version (None if there was none)."""
+    """Make ``version`` the champion; returns the previous champion's version (None if there was none).
+
+    Only a version whose latest ``fraud evaluate`` passed every gate moves (tag ``gates_passed``);
+    otherwise :class:`ModelGateFailed` lists the failures and nothing changes.
+    """
     client = _client()
-    _version(ModelRef(f"models:/{name}/{version}", name=name, version=str(version)))
+    found = _version(ModelRef(f"models:/{name}/{version}", name=name, version=str(version)))
+    if found.tags.get(GATES_TAG) != "true":
+        failures = json.loads(found.tags.get(GATE_FAILURES_TAG, "[]")) or [
+            "not evaluated: run `fraud evaluate` on this version first"
+        ]
+        raise ModelGateFailed(f"models:/{name}/{version}", failures)
     history = _history(name)
     previous = history[-1] if history else None
     if previous == str(version):

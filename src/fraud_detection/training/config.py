@@ -96,6 +96,11 @@ class XGBoostParams(_Strict):
         None, ge=1, description="Stop on the last day of the training window; unused trees are trimmed."
     )
     n_jobs: int = Field(2, ge=1, description="Threads; fixed so that retraining is byte-identical.")
+    monotone_increasing: list[str] = Field(
+        default_factory=list,
+        description="Features along which the score may never decrease (XGBoost monotone constraints); "
+        "the behaviour gate checks the same directions.",
+    )
 
 
 class LogisticParams(_Strict):

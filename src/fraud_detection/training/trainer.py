@@ -91,6 +91,9 @@ def booster_params(params: dict[str, Any], seed: int) -> dict[str, Any]:
         translated["max_bin"] = params["max_bin"]
     if params["base_score"] is not None:
         translated["base_score"] = params["base_score"]
+    if params["monotone_increasing"]:
+        # By name: the DMatrix carries the feature names, so the order cannot slip.
+        translated["monotone_constraints"] = dict.fromkeys(params["monotone_increasing"], 1)
     return translated
 
 
@@ -171,6 +174,12 @@ def fit_bundle(
         raise SplitError(
             f"training window {window.start} .. {window.end} holds only one class ({int(y[0])}); "
             "a fraud model needs both frauds and genuine transactions"
+        )
+    unknown = [name for name in model.xgboost.monotone_increasing if name not in feature_names]
+    if model.type == "xgboost" and unknown:
+        raise ConfigError(
+            f"model.xgboost.monotone_increasing names {unknown}, which are not model inputs "
+            f"(the feature set has {list(feature_names)})"
         )
     x = feature_matrix(train, feature_names)
     params = model.params()
