@@ -209,3 +209,42 @@ def test_thresholds_are_frozen_strict_and_validated():
         FairnessThresholds(disparate_impact_range=(1.25, 0.8))
     with pytest.raises(ValidationError):
         FairnessThresholds(max_abs_difference=-0.1)
+
+
+def test_fairness_intervals_contain_the_estimate_and_are_seeded() -> None:
+    from fraud_detection.evaluation.analysis import fairness_intervals
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    sensitive = rng.choice(["a", "b", "c"], size=n)
+    y_true = (rng.random(n) < 0.05).astype(int)
+    y_pred = np.where(y_true == 1, rng.random(n) < 0.7, rng.random(n) < 0.02).astype(int)
+    point = assess_fairness(y_true, y_pred, sensitive, ["a"])
+    intervals = fairness_intervals(y_true, y_pred, sensitive, ["a"], n_boot=400)
+    for name, value in point.items():
+        low, high = intervals[name]
+        assert low <= value <= high, name
+    assert intervals == fairness_intervals(y_true, y_pred, sensitive, ["a"], n_boot=400)
+
+
+def test_a_noisy_point_violation_is_not_gated_but_a_clear_one_is() -> None:
+    from fraud_detection.evaluation.analysis import fairness_intervals
+
+    thresholds = FairnessThresholds()
+    # Few frauds: the unprivileged group's TPR 1/3 against 2/3 looks unfair, the interval is wide.
+    y_true = np.array([1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0] * 3)
+    y_pred = np.array([1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0] * 3)
+    sensitive = np.array(["u"] * 6 + ["p"] * 6).tolist() * 3
+    point = assess_fairness(y_true, y_pred, sensitive, "p")
+    assert fairness_violations(point, thresholds)  # the point estimate is outside
+    intervals = fairness_intervals(y_true, y_pred, sensitive, "p", n_boot=500)
+    noisy = [
+        line for line in fairness_violations(point, thresholds, intervals) if "equal_opportunity" in line
+    ]
+    assert noisy == []
+    # Thousands of rows with the same gap: the interval excludes the range and the gate fails.
+    big_true, big_pred, big_groups = np.tile(y_true, 400), np.tile(y_pred, 400), sensitive * 400
+    big_point = assess_fairness(big_true, big_pred, big_groups, "p")
+    big_intervals = fairness_intervals(big_true, big_pred, big_groups, "p", n_boot=500)
+    lines = fairness_violations(big_point, thresholds, big_intervals)
+    assert any(line.startswith("equal_opportunity_difference") and "95% CI" in line for line in lines)

@@ -220,10 +220,17 @@ class FairnessThresholds(BaseModel):
         return self
 
 
-def fairness_violations(metrics: Mapping[str, float], thresholds: FairnessThresholds) -> list[str]:
+def fairness_violations(
+    metrics: Mapping[str, float],
+    thresholds: FairnessThresholds,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+) -> list[str]:
     """One readable line per violated threshold (empty when fair); a NaN metric is a violation.
 
-    The Theil index is checked only when ``thresholds.max_theil_index`` is set.
+    With ``intervals`` (:func:`fairness_intervals`), a metric violates only when its whole
+    confidence interval lies outside the allowed range: with rare frauds a week's group rates are
+    noisy, and a point estimate outside the range by chance is not evidence of unfairness. The
+    Theil index is checked only when ``thresholds.max_theil_index`` is set.
     """
     limit = thresholds.max_abs_difference
     ranges: dict[str, tuple[float, float]] = dict.fromkeys(DIFFERENCE_METRICS, (-limit, limit))
@@ -240,9 +247,71 @@ def fairness_violations(metrics: Mapping[str, float], thresholds: FairnessThresh
         allowed = f"[{low:.3g}, {high:.3g}]"
         if math.isnan(value):
             violations.append(f"{name} could not be computed (NaN): {_NAN_REASONS[name]}; allowed {allowed}")
+        elif intervals is not None and name in intervals:
+            ci_low, ci_high = intervals[name]
+            if ci_low > high + _TOL or ci_high < low - _TOL:
+                violations.append(
+                    f"{name} = {value:.4f} (95% CI [{ci_low:.4f}, {ci_high:.4f}]) is outside the allowed range {allowed}"
+                )
         elif not (low - _TOL <= value <= high + _TOL):
             violations.append(f"{name} = {value:.4f} is outside the allowed range {allowed}")
     return violations
+
+
+def fairness_intervals(
+    y_true: Any,
+    y_pred: Any,
+    sensitive: Any,
+    privileged: Any,
+    *,
+    n_boot: int = 1_000,
+    alpha: float = 0.05,
+    random_state: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the five :func:`assess_fairness` metrics.
+
+    Every metric depends on the rows only through the counts of 12 cells (privileged, unprivileged
+    or missing group x label x decision), so resampling rows is a multinomial draw of those counts:
+    ``n_boot`` resamples cost one ``multinomial`` call, whatever the number of rows. Resamples where
+    a metric is undefined (an empty group) are left out of its interval.
+    """
+    y = _binary("y_true", y_true)
+    p = _binary("y_pred", y_pred)
+    if len(y) != len(p) or len(y) != len(np.asarray(sensitive, dtype=object)):
+        raise ValueError(f"y_true, y_pred and sensitive have lengths {len(y)}, {len(p)}, {len(sensitive)}")
+    if not 0 < alpha < 1 or n_boot < 1:
+        raise ValueError(f"alpha must be in (0, 1) and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
+    privileged_mask, unprivileged_mask = _group_masks(sensitive, privileged)
+    group = np.where(privileged_mask, 0, np.where(unprivileged_mask, 1, 2))
+    cells = np.bincount(group * 4 + y * 2 + p, minlength=12)
+    draws = np.random.default_rng(random_state).multinomial(len(y), cells / len(y), size=n_boot)
+    c = draws.reshape(n_boot, 3, 2, 2).astype(np.float64)  # [resample, group, label, decision]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        selection = c[:, :, :, 1].sum(axis=2) / c.sum(axis=(2, 3))
+        tpr = c[:, :, 1, 1] / c[:, :, 1, :].sum(axis=2)
+        fpr = c[:, :, 0, 1] / c[:, :, 0, :].sum(axis=2)
+        # Theil over everyone: benefit b = decision - label + 1 is 0, 1 or 2.
+        n = c.sum(axis=(1, 2, 3))
+        twos = c[:, :, 0, 1].sum(axis=1)
+        ones = n - twos - c[:, :, 1, 0].sum(axis=1)
+        mean = (ones + 2 * twos) / n
+        theil = (ones * (1 / mean) * np.log(1 / mean) + twos * (2 / mean) * np.log(2 / mean)) / n
+        values = {
+            "statistical_parity_difference": selection[:, 1] - selection[:, 0],
+            "equal_opportunity_difference": tpr[:, 1] - tpr[:, 0],
+            "average_odds_difference": 0.5 * ((fpr[:, 1] - fpr[:, 0]) + (tpr[:, 1] - tpr[:, 0])),
+            "disparate_impact": selection[:, 1] / selection[:, 0],
+            "theil_index": theil,
+        }
+    intervals = {}
+    for name, samples in values.items():
+        finite = samples[np.isfinite(samples)]
+        if finite.size == 0:
+            intervals[name] = (math.nan, math.nan)
+        else:
+            low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+            intervals[name] = (float(low), float(high))
+    return intervals
 
 
 # --------------------------------------------------------------------------------------------- segments

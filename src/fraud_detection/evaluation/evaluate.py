@@ -14,7 +14,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from fraud_detection.evaluation.analysis import (
     amount_band,
     assess_fairness,
     evaluate_by_segment,
+    fairness_intervals,
     fairness_violations,
     risk_band,
 )
@@ -41,6 +42,21 @@ class FairnessConfig(_Strict):
     protected_attribute: str = "customer_age_band"
     privileged: list[str] = Field(min_length=1)
     thresholds: FairnessThresholds = FairnessThresholds()
+    gated_metrics: list[str] = Field(
+        default_factory=lambda: [
+            "statistical_parity_difference",
+            "equal_opportunity_difference",
+            "average_odds_difference",
+            "disparate_impact",
+            "theil_index",
+        ],
+        description="Metrics whose violations fail the gate; the others are reported only.",
+    )
+    gate_on: Literal["interval", "point"] = Field(
+        "interval",
+        description="interval: a metric fails only when its whole 95% bootstrap interval is outside "
+        "the range (a week's group rates are noisy with rare frauds); point: the estimate alone.",
+    )
 
 
 class GatesConfig(_Strict):
@@ -98,6 +114,8 @@ class Evaluation:
     latency_ms: dict[str, float]
     lineage: dict[str, Any]
     gates: list[GateResult] = field(default_factory=list)
+    fairness_intervals: dict[str, tuple[float, float]] | None = None
+    fairness_gated: list[str] = field(default_factory=list)  # metrics whose violations fail the gate
     shap_plots: dict[str, Path] = field(default_factory=dict)
     y_true: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     y_score: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -131,6 +149,7 @@ class Evaluation:
             "calibration": self.calibration.to_dict(orient="records"),
             "segments": {k: v.reset_index().to_dict(orient="records") for k, v in self.segments.items()},
             "fairness": self.fairness,
+            "fairness_intervals": self.fairness_intervals,
             "fairness_violations": self.fairness_violations,
             "fairness_note": self.fairness_note,
             "behaviour": [{"name": b.name, "passed": b.passed, "detail": b.detail} for b in self.behaviour],
@@ -230,20 +249,23 @@ def evaluate_model(
     }
 
     fairness = None
+    intervals = None
     violations: list[str] = []
     if config.fairness is None:
         note = "not applicable: no fairness section in the evaluation config"
     elif protected_column is None or protected_column not in rows.columns:
         note = f"not applicable: the data has no protected column {config.fairness.protected_attribute!r}"
     else:
-        fairness = assess_fairness(
-            y_true,
-            alerts.astype(int),
-            rows[protected_column].to_numpy(dtype=object),
-            config.fairness.privileged,
+        sensitive = rows[protected_column].to_numpy(dtype=object)
+        decisions = alerts.astype(int)
+        fairness = assess_fairness(y_true, decisions, sensitive, config.fairness.privileged)
+        intervals = fairness_intervals(y_true, decisions, sensitive, config.fairness.privileged)
+        gated = intervals if config.fairness.gate_on == "interval" else None
+        violations = fairness_violations(fairness, config.fairness.thresholds, gated)
+        note = (
+            f"{protected_column}, privileged {config.fairness.privileged}; gated on the "
+            f"{'95% bootstrap interval' if gated else 'point estimate'}"
         )
-        violations = fairness_violations(fairness, config.fairness.thresholds)
-        note = f"{protected_column}, privileged {config.fairness.privileged}"
 
     results = [
         behaviour.check_deterministic(bundle, rows),
@@ -282,6 +304,8 @@ def evaluate_model(
         fairness=fairness,
         fairness_violations=violations,
         fairness_note=note,
+        fairness_intervals=intervals,
+        fairness_gated=list(config.fairness.gated_metrics) if config.fairness else [],
         behaviour=results,
         latency_ms=latency,
         lineage=lineage,
@@ -307,6 +331,8 @@ def judge(evaluation: Evaluation, gates: GatesConfig, lineage: dict[str, Any]) -
     ap, auc = evaluation.headline["average_precision"][0], evaluation.headline["roc_auc"][0]
     quality = lineage.get("data_quality_passed")
     failed_checks = [b for b in evaluation.behaviour if not b.passed]
+    gated = [v for v in evaluation.fairness_violations if v.split(" ", 1)[0] in evaluation.fairness_gated]
+    reported = [v for v in evaluation.fairness_violations if v not in gated]
     return [
         GateResult(
             "data_quality",
@@ -323,8 +349,10 @@ def judge(evaluation: Evaluation, gates: GatesConfig, lineage: dict[str, Any]) -
         ),
         GateResult(
             "fairness",
-            not evaluation.fairness_violations,
-            "; ".join(evaluation.fairness_violations) or f"within thresholds ({evaluation.fairness_note})",
+            not gated,
+            "; ".join(gated)
+            or f"within thresholds on {evaluation.fairness_gated or 'no gated metric'} ({evaluation.fairness_note})"
+            + (f"; reported, not gated: {'; '.join(reported)}" if reported else ""),
         ),
         GateResult(
             "behaviour",
