@@ -277,3 +277,10 @@ def test_alert_budget_needs_a_budget(config: TrainingConfig) -> None:
     raw["threshold"] = {"strategy": "alert_budget"}
     with pytest.raises(ValidationError, match=r"needs threshold\.alerts_per_day"):
         TrainingConfig.model_validate(raw)
+
+
+def test_monotone_constraints_must_name_features(small_raw: Path, simulator_contract) -> None:  # type: ignore[no-untyped-def]
+    raw = training_config(small_raw)
+    raw["model"]["xgboost"]["monotone_increasing"] = ["terminal_risk_7d", "terminal_riks_30d"]
+    with pytest.raises(ConfigError, match=r"names \['terminal_riks_30d'\], which are not features"):
+        load_training_table(TrainingConfig.model_validate(raw), simulator_contract, as_of=AS_OF)

@@ -71,6 +71,12 @@ def load_training_table(config: TrainingConfig, contract: Contract, *, as_of: dt
             "are known only after that: the test folds would see labels not yet known"
         )
     feature_names = select_features(feature_config, config.features.feature_set)
+    unknown = [n for n in config.model.xgboost.monotone_increasing if n not in feature_config.feature_names]
+    if unknown:
+        raise ConfigError(
+            f"model.xgboost.monotone_increasing names {unknown}, which are not features "
+            f"(expected some of {feature_config.feature_names})"
+        )
     validation = validate_dataset(config.data.source, contract, as_of=as_of)
     gate(validation.report)
     frame = build_training_table(validation.valid, contract, feature_config)

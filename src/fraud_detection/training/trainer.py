@@ -175,14 +175,11 @@ def fit_bundle(
             f"training window {window.start} .. {window.end} holds only one class ({int(y[0])}); "
             "a fraud model needs both frauds and genuine transactions"
         )
-    unknown = [name for name in model.xgboost.monotone_increasing if name not in feature_names]
-    if model.type == "xgboost" and unknown:
-        raise ConfigError(
-            f"model.xgboost.monotone_increasing names {unknown}, which are not model inputs "
-            f"(the feature set has {list(feature_names)})"
-        )
     x = feature_matrix(train, feature_names)
     params = model.params()
+    if model.type == "xgboost":
+        # Constraints on features outside this feature set (e.g. the handbook's 15) do not apply.
+        params["monotone_increasing"] = [n for n in params["monotone_increasing"] if n in feature_names]
     common = {
         "model_type": model.type,
         "feature_names": tuple(feature_names),
