@@ -77,6 +77,7 @@ def main() -> None:
     def xgb(**params: object) -> ModelConfig:
         raw = config.model.model_dump()
         raw["type"] = "xgboost"
+        raw["xgboost"]["monotone_increasing"] = []  # the handbook's models had no constraints
         raw["xgboost"].update(params)
         return ModelConfig.model_validate(raw)
 
