@@ -36,10 +36,10 @@ def main() -> None:
     from fraud_detection.evaluation import metrics as m
     from fraud_detection.evaluation.analysis import assess_fairness, evaluate_by_segment, fairness_intervals
     from fraud_detection.evaluation.evaluate import (
-        _segment_columns,
         evaluate_model,
         held_out_rows,
         load_evaluation_config,
+        segment_columns,
         single_row_latency_ms,
     )
     from fraud_detection.evaluation.explain import shap_summary_plots
@@ -117,7 +117,7 @@ def main() -> None:
             "step_segments",
             lambda: [
                 evaluate_by_segment(y, s, v, threshold=bundle.threshold, n_boot=checks.n_boot)
-                for v in _segment_columns(rows, "customer_age_band").values()
+                for v in segment_columns(rows, checks.segments, "customer_age_band").values()
             ],
         )
         decisions = (s >= bundle.threshold).astype(int)

@@ -71,6 +71,10 @@ class EvaluationConfig(_Strict):
     n_boot: int = Field(200, ge=10)
     shap_sample: int = Field(2_000, ge=100)
     min_segment_size: int = Field(100, ge=1)
+    segments: list[Literal["amount_band", "terminal_risk_band", "new_card", "protected"]] = Field(
+        default_factory=lambda: ["amount_band", "terminal_risk_band", "new_card", "protected"],
+        description="Segment tables; 'protected' is the fairness section's attribute, when the data has it.",
+    )
     cost: m.CostModel = m.CostModel()
     fairness: FairnessConfig | None = None
     gates: GatesConfig = GatesConfig()
@@ -173,7 +177,8 @@ def single_row_latency_ms(model: ResolvedModel, rows: pd.DataFrame, calls: int =
     return {"p50": float(np.percentile(timings, 50) * 1e3), "p99": float(np.percentile(timings, 99) * 1e3)}
 
 
-def _segment_columns(rows: pd.DataFrame, protected: str | None) -> dict[str, pd.Series]:
+def segment_columns(rows: pd.DataFrame, names: list[str], protected: str | None) -> dict[str, pd.Series]:
+    """The segment label of every row, per configured segmentation."""
     segments = {
         "amount_band": amount_band(rows["amount"].to_numpy()),
         "terminal_risk_band": risk_band(
@@ -183,9 +188,9 @@ def _segment_columns(rows: pd.DataFrame, protected: str | None) -> dict[str, pd.
             np.where(rows["customer_nb_tx_30d"].to_numpy() <= 5, "new (<= 5 tx in 30 days)", "established")
         ),
     }
-    if protected is not None and protected in rows.columns:
+    if "protected" in names and protected is not None and protected in rows.columns:
         segments[protected] = rows[protected].reset_index(drop=True)
-    return segments
+    return {name: values for name, values in segments.items() if name in names or name == protected}
 
 
 def evaluate_model(
@@ -245,7 +250,7 @@ def evaluate_model(
             min_size=config.min_segment_size,
             n_boot=config.n_boot,
         )
-        for name, values in _segment_columns(rows, protected_column).items()
+        for name, values in segment_columns(rows, config.segments, protected_column).items()
     }
 
     fairness = None
@@ -415,9 +420,9 @@ def run_evaluation(
         "data_source": table.source,
         "data_content_digest": table.content_digest,
         "trained_on_content_digest": metadata.get("data", {}).get("content_digest"),
-        # Training runs only after the contract and the quality gate pass: a bundle carries its
-        # data's digest only when it was trained through that path.
-        "data_quality_passed": bool(metadata.get("data", {}).get("content_digest")),
+        # The quality gate's outcome on the training data, recorded in the bundle at training time.
+        "data_quality_passed": bool((metadata.get("data", {}).get("quality") or {}).get("passed")),
+        "data_quality": (metadata.get("data", {}).get("quality")),
         "config_sha256": metadata.get("config_sha256"),
         "threshold_selection": metadata.get("threshold_selection"),
         "champion_version": champion.version if champion is not None else None,

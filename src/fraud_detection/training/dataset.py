@@ -33,6 +33,7 @@ class TrainingTable:
     protected: tuple[str, ...]
     source: str
     content_digest: str  # digest of the validated input rows (lineage)
+    quality: dict[str, object] | None = None  # the quality gate's outcome on this data
 
     @property
     def label(self) -> pd.Series:
@@ -87,4 +88,12 @@ def load_training_table(config: TrainingConfig, contract: Contract, *, as_of: dt
         protected=tuple(contract.columns_with_role(Role.PROTECTED)),
         source=config.data.source,
         content_digest=validation.report.content_digest or "",
+        quality={
+            "passed": validation.report.passed,
+            "checks": len(validation.report.checks),
+            "warnings": [
+                c.name for c in validation.report.checks if not c.passed and c.severity == "warning"
+            ],
+            "rows": validation.report.n_valid_rows,
+        },
     )

@@ -155,6 +155,7 @@ def train(
             "content_digest": table.content_digest,
             "train_rows": len(train_rows),
             "train_frauds": int(train_rows[LABEL].sum()),
+            "quality": table.quality,
         },
         "feature_set": config.features.feature_set,
         "feature_config": table.feature_config.model_dump(mode="json"),
