@@ -166,6 +166,7 @@ def test_tuning_selects_on_validation_and_logs_one_nested_run_per_trial(
     assert len(children) == 3
     tuned = result.tuned_config(config)
     assert tuned.model.xgboost.max_depth == result.best_params["max_depth"]
+    assert tuned.search.selected_by is not None and f"trial {result.best_trial}" in tuned.search.selected_by
     # Seeded: a second study in memory proposes the same parameters.
     again = tune(config, table, n_trials=3)
     assert again.best_params == result.best_params
@@ -284,3 +285,21 @@ def test_monotone_constraints_must_name_features(small_raw: Path, simulator_cont
     raw["model"]["xgboost"]["monotone_increasing"] = ["terminal_risk_7d", "terminal_riks_30d"]
     with pytest.raises(ConfigError, match=r"names \['terminal_riks_30d'\], which are not features"):
         load_training_table(TrainingConfig.model_validate(raw), simulator_contract, as_of=AS_OF)
+
+
+def test_fairness_constraint_with_privileged_groups_uses_the_evaluation_metric(
+    config: TrainingConfig, table
+) -> None:  # type: ignore[no-untyped-def]
+    from fraud_detection.evaluation import assess_fairness
+    from fraud_detection.training.config import FairnessConstraint
+    from fraud_detection.training.tuning import group_rate_gap
+
+    constraint = FairnessConstraint(
+        protected_attribute="customer_age_band", privileged=["26-35", "36-50", "51-65"], max_difference=0.1
+    )
+    fold = run_protocol(table, config, config.split.validation).folds[0]
+    groups = table.frame["customer_age_band"].to_numpy(dtype=object)[fold.test_rows]
+    expected = assess_fairness(fold.y_true, (fold.y_score >= 0.2).astype(int), groups, constraint.privileged)
+    assert group_rate_gap(fold, groups, 0.2, constraint) == pytest.approx(
+        abs(expected["equal_opportunity_difference"])
+    )

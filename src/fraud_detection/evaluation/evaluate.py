@@ -429,6 +429,7 @@ def run_evaluation(
         "registered_model": model.name,
         "registered_version": model.version if model.name else None,
         "training_run_id": model.tags.get("run_id"),
+        "best_params": (metadata.get("config") or {}).get("search", {}).get("selected_by"),
         **(lineage or {}),
     }
     protected = config.fairness.protected_attribute if config.fairness else None

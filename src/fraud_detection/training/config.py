@@ -138,16 +138,26 @@ class SearchDimension(_Strict):
 
 
 class FairnessConstraint(_Strict):
-    """Select only models whose gap in a rate between protected groups stays within ``max_difference``."""
+    """Select only models whose fairness gap stays within ``max_difference`` on every validation fold.
+
+    With ``privileged`` the gap is ``|metric|`` as :func:`fraud_detection.evaluation.assess_fairness`
+    defines it (unprivileged vs privileged, the evaluation gate's numbers); without it, the largest
+    difference of the rate between any two groups. Decisions use the threshold the bundle would get.
+    """
 
     protected_attribute: str
-    metric: Literal["statistical_parity_difference", "equal_opportunity_difference"] = (
-        "equal_opportunity_difference"
-    )
+    metric: Literal[
+        "statistical_parity_difference", "equal_opportunity_difference", "average_odds_difference"
+    ] = "equal_opportunity_difference"
+    privileged: list[str] | None = None
     max_difference: float = Field(0.1, gt=0)
 
 
 class SearchConfig(_Strict):
+    selected_by: str | None = Field(
+        None,
+        description="Written by `fraud tune --write-config`: which study and trial chose the parameters.",
+    )
     n_trials: int = Field(20, ge=1)
     space: dict[str, SearchDimension] = Field(default_factory=dict)
     pruner_warmup_folds: int = Field(1, ge=0, description="Folds a trial runs before it may be pruned.")

@@ -52,6 +52,10 @@ class TuneResult:
         """``config`` with the selected hyperparameters in place (what ``fraud train`` then uses)."""
         raw = config.model_dump(mode="json")
         raw["model"][config.model.type].update(self.best_params)
+        raw["search"]["selected_by"] = (
+            f"fraud tune: study {self.study_name!r}, trial {self.best_trial}, "
+            f"validation average precision {self.best_value:.4f}"
+        )
         return TrainingConfig.model_validate(raw)
 
 
@@ -68,9 +72,18 @@ def suggest(trial: Any, name: str, dimension: SearchDimension) -> Any:
 def group_rate_gap(
     fold: FoldResult, groups: np.ndarray, threshold: float, constraint: FairnessConstraint
 ) -> float:
-    """Largest difference between protected groups of the alert rate (statistical parity) or of the
-    true positive rate (equal opportunity); groups without the needed rows are skipped."""
+    """The fold's fairness gap at ``threshold`` (see :class:`FairnessConstraint`); groups without the
+    needed rows are skipped, and an undefined metric counts as no gap."""
     alerts = fold.y_score >= threshold
+    if constraint.privileged is not None:
+        from fraud_detection.evaluation import assess_fairness
+
+        value = assess_fairness(fold.y_true, alerts.astype(int), groups, constraint.privileged)[
+            constraint.metric
+        ]
+        return 0.0 if np.isnan(value) else abs(float(value))
+    if constraint.metric == "average_odds_difference":
+        raise ConfigError("search.fairness.metric 'average_odds_difference' needs search.fairness.privileged")
     rates = []
     for group in np.unique(groups[~_missing(groups)]):
         member = groups == group
@@ -189,8 +202,10 @@ def tune(
 
         result = run_protocol(table, config, config.split.validation, model=model, after_fold=after_fold)
         if fairness is not None and groups is not None:
+            threshold = _trial_threshold(config, result)
+            trial.set_user_attr("threshold", threshold)
             for fold in result.folds:
-                gaps.append(group_rate_gap(fold, groups[fold.test_rows], config.threshold.value, fairness))
+                gaps.append(group_rate_gap(fold, groups[fold.test_rows], threshold, fairness))
             worst = max(gaps)
             trial.set_user_attr("fairness_gap_max", worst)
             trial.set_constraint(FAIRNESS_CONSTRAINT, worst - fairness.max_difference)
@@ -267,6 +282,17 @@ def _pin_study(study: Any, config: TrainingConfig, table: TrainingTable) -> None
             f"study {study.study_name!r} in {config.search.storage!r} was run on other data, features, "
             "search space or protocol; give this search a new search.study_name"
         )
+
+
+def _trial_threshold(config: TrainingConfig, result: Any) -> float:
+    """The threshold this trial's model would get: fixed, or by cost on its validation scores."""
+    if config.threshold.strategy != "cost":
+        return config.threshold.value  # an alert budget needs days; the fixed value stands in
+    from fraud_detection.evaluation.metrics import select_threshold_by_cost
+
+    y_true = np.concatenate([fold.y_true for fold in result.folds])
+    y_score = np.concatenate([fold.y_score for fold in result.folds])
+    return float(select_threshold_by_cost(y_true, y_score, config.threshold.cost))
 
 
 def _storage_kind(storage: str | None) -> str:
