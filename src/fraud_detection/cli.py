@@ -705,6 +705,13 @@ def rollback(name: _ModelName = "fraud-detector") -> None:
 # --- evaluation, gates and the model report --------------------------------------------------------
 
 _EvalConfigPath = Annotated[Path, typer.Option("--eval-config", help="Evaluation and gate config (YAML).")]
+_ModelUri = Annotated[
+    str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")
+]
+_EvidenceDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder for the evidence and the report \\[default: FRAUD_DATA_DIR/evaluations/...]."),
+]
 
 
 def _evaluate(
@@ -755,15 +762,11 @@ def _print_gates(evaluation) -> None:  # type: ignore[no-untyped-def]
 
 @app.command()
 def evaluate(
-    model: Annotated[
-        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")
-    ],
+    model: _ModelUri,
     config: _TrainingConfigPath = Path("configs/training/default.yaml"),
     overrides: _Overrides = None,
     eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the evidence \\[default: FRAUD_DATA_DIR/evaluations/...].")
-    ] = None,
+    out: _EvidenceDir = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Record the evidence in MLflow.")] = True,
 ) -> None:
     """Evaluate a model on its held-out week, record the gate outcome, write the report; exit 1 if a gate fails."""
@@ -785,15 +788,11 @@ def evaluate(
 
 @app.command()
 def report(
-    model: Annotated[
-        str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")
-    ],
+    model: _ModelUri,
     config: _TrainingConfigPath = Path("configs/training/default.yaml"),
     overrides: _Overrides = None,
     eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the report \\[default: FRAUD_DATA_DIR/evaluations/...].")
-    ] = None,
+    out: _EvidenceDir = None,
 ) -> None:
     """Write the model report and print its Definition of Done checklist (the registry is not touched)."""
     from fraud_detection.evaluation.report import definition_of_done, format_checklist

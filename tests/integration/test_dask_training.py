@@ -14,23 +14,11 @@ import pytest
 from fraud_detection.errors import ConfigError
 from fraud_detection.models.bundle import ModelBundle, load_bundle
 from fraud_detection.training.config import TrainingConfig
-from fraud_detection.training.dataset import load_training_table
 from fraud_detection.training.distributed import dask_client
 from fraud_detection.training.runs import train
 from fraud_detection.training.trainer import fit_bundle, score_metrics, splitter
-from tests.conftest import AS_OF, training_config
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def config(small_raw: Path) -> TrainingConfig:
-    return TrainingConfig.model_validate(training_config(small_raw))
-
-
-@pytest.fixture(scope="module")
-def table(config: TrainingConfig, simulator_contract):  # type: ignore[no-untyped-def]
-    return load_training_table(config, simulator_contract, as_of=AS_OF)
 
 
 @pytest.fixture(scope="module")

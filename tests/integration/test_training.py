@@ -20,16 +20,6 @@ from tests.conftest import AS_OF, training_config
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def config(small_raw: Path) -> TrainingConfig:
-    return TrainingConfig.model_validate(training_config(small_raw))
-
-
-@pytest.fixture(scope="module")
-def table(config: TrainingConfig, simulator_contract):  # type: ignore[no-untyped-def]
-    return load_training_table(config, simulator_contract, as_of=AS_OF)
-
-
 def test_training_table_holds_features_label_and_protected_column(table) -> None:  # type: ignore[no-untyped-def]
     assert set(table.feature_names) <= set(table.frame.columns)
     assert {"is_fraud", "customer_age_band"} <= set(table.frame.columns)
