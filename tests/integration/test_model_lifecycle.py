@@ -178,7 +178,7 @@ def test_a_training_run_logs_config_lineage_metrics_plots_model_and_lock_file(li
     assert [a.path for a in client.list_artifacts(run.info.run_id, "environment")] == ["environment/uv.lock"]
     config = json.loads(Path(client.download_artifacts(run.info.run_id, "config/training.json")).read_text())
     assert config["model"]["xgboost"]["max_depth"] == 3
-    # The model: a signature over the 19 features in bundle order, and an input example.
+    # The model: a signature over the features in bundle order, and an input example.
     import mlflow
 
     version = client.get_model_version(MODEL, "1")
