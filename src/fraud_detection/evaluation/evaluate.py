@@ -31,6 +31,7 @@ from fraud_detection.evaluation.analysis import (
     fairness_violations,
     risk_band,
 )
+from fraud_detection.models.bundle import ModelBundle
 from fraud_detection.models.registry import ResolvedModel
 
 
@@ -200,13 +201,13 @@ def evaluate_model(
     *,
     period: tuple[dt.datetime, dt.datetime],
     lineage: dict[str, Any],
-    champion_metrics: dict[str, float] | None = None,
+    champion: ModelBundle | None = None,
     protected_column: str | None = None,
     figures_dir: Path | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` on ``rows`` (one held-out period: features, label, card, time, protected).
 
-    ``champion_metrics`` (the current champion's, on the same rows) arms the no-regression gate.
+    ``champion`` (the current champion's bundle, scored on the same rows) arms the no-regression gate.
     """
     from fraud_detection.evaluation import behaviour
 
@@ -272,21 +273,16 @@ def evaluate_model(
             f"{'95% bootstrap interval' if gated else 'point estimate'}"
         )
 
-    results = [
-        behaviour.check_deterministic(bundle, rows),
-        behaviour.check_probability_range(bundle, rows),
-        behaviour.check_directional(bundle, rows, behaviour.RISK_INCREASING),
-        behaviour.check_minimum_functionality(bundle, rows, _ratio_feature(bundle.feature_names)),
-    ]
-    if protected_column is not None and protected_column in rows.columns:
-        results.append(behaviour.check_protected_invariance(bundle, rows, protected_column))
-    metrics_now = {"average_precision": headline["average_precision"][0], "roc_auc": headline["roc_auc"][0]}
-    if champion_metrics is not None:
-        results.append(
-            behaviour.check_no_regression(
-                metrics_now, champion_metrics, tolerance=config.gates.max_regression
-            )
-        )
+    has_protected = protected_column is not None and protected_column in rows.columns
+    results = behaviour.run_behaviour_suite(
+        bundle,
+        rows,
+        protected_column=protected_column if has_protected else None,
+        amount_ratio_feature=_ratio_feature(bundle.feature_names),
+        labels=y_true,
+        champion=champion,
+        tolerance=config.gates.max_regression,
+    )
     latency = single_row_latency_ms(model, rows)
 
     evaluation = Evaluation(
@@ -379,19 +375,18 @@ def held_out_rows(
 ) -> tuple[pd.DataFrame, tuple[dt.datetime, dt.datetime]]:
     """The model's own delayed test week, known-compromised cards removed (the training protocol)."""
     from fraud_detection.errors import SplitError
-    from fraud_detection.training.trainer import fold_at
+    from fraud_detection.training.trainer import window_rows
 
-    split = fold_at(training_config, model.bundle.training_window.start.date())
-    window = split.windows()[0]
-    last = pd.Timestamp(table.frame["event_timestamp"].max())
-    if last < pd.Timestamp(window.test_end) - pd.Timedelta(days=1):
+    _, rows, window = window_rows(table, training_config, model.bundle.training_window.start.date())
+    if rows is None:
+        last = pd.Timestamp(table.frame["event_timestamp"].max())
         raise SplitError(
-            f"the data ends {last.date()}, before the end of the model's held-out week "
-            f"{window.test_start.date()} .. {(window.test_end - dt.timedelta(days=1)).date()}; evaluate it on data "
+            f"the model's held-out week {window.test_start.date()} .. "
+            f"{(window.test_end - dt.timedelta(days=1)).date()} has no usable rows in this data (it ends "
+            f"{last.date()}, or every card of that week is already known compromised); evaluate it on data "
             "that covers that week (train with an earlier --train-start to keep a week for evaluation)"
         )
-    _, test_rows = next(split.split(table.frame))
-    return table.frame.iloc[test_rows], (window.test_start, window.test_end)
+    return rows, (window.test_start, window.test_end)
 
 
 def run_evaluation(
@@ -408,13 +403,6 @@ def run_evaluation(
     from fraud_detection.utils.io import atomic_write_json
 
     rows, period = held_out_rows(table, training_config, model)
-    champion_metrics = None
-    if champion is not None and champion.digest != model.digest:
-        scores = champion.bundle.predict_proba(rows[list(champion.bundle.feature_names)])
-        champion_metrics = {
-            "average_precision": m.average_precision(rows["is_fraud"], scores),
-            "roc_auc": m.roc_auc(rows["is_fraud"], scores),
-        }
     metadata = model.bundle.metadata
     facts = {
         "data_source": table.source,
@@ -439,7 +427,7 @@ def run_evaluation(
         config,
         period=period,
         lineage=facts,
-        champion_metrics=champion_metrics,
+        champion=champion.bundle if champion is not None and champion.digest != model.digest else None,
         protected_column=protected if protected in table.protected else None,
         figures_dir=Path(out_dir) / "figures",
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import structlog
 
 from fraud_detection.errors import SplitError
@@ -29,10 +28,10 @@ from fraud_detection.training.trainer import (
     ProtocolResult,
     feature_matrix,
     fit_bundle,
-    fold_at,
     latest_labelled_train_start,
     run_protocol,
     score_metrics,
+    window_rows,
 )
 
 if TYPE_CHECKING:
@@ -100,25 +99,6 @@ def config_digest(config: TrainingConfig) -> str:
     return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def _holdout(
-    table: TrainingTable, config: TrainingConfig, train_start: dt.date
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training rows of the window, and its delayed test rows (empty when beyond the data)."""
-    split = fold_at(config, train_start)
-    windows = split.windows()[0]
-    frame = table.frame
-    stamps = frame[TIMESTAMP]
-    train = frame[(stamps >= windows.train_start) & (stamps < windows.train_end)]
-    try:
-        _, test_rows = next(split.split(frame))
-    except SplitError:
-        return train, frame.iloc[:0]
-    # Only a complete test period is a fair holdout.
-    if stamps.max() < windows.test_end - dt.timedelta(seconds=1) - dt.timedelta(days=1):
-        return train, frame.iloc[:0]
-    return train, frame.iloc[test_rows]
-
-
 def train(
     config: TrainingConfig,
     table: TrainingTable,
@@ -144,7 +124,7 @@ def train(
             f"({config.split.delay_days} days delay); the latest labelled window starts {latest}"
         )
     start = train_start or latest
-    train_rows, test_rows = _holdout(table, config, start)
+    train_rows, test_rows, _ = window_rows(table, config, start)
     window = TrainingWindow(
         start=dt.datetime.combine(start, dt.time()),
         end=dt.datetime.combine(start, dt.time()) + dt.timedelta(days=config.split.train_days),
@@ -177,7 +157,7 @@ def train(
         dask_client=dask_client,
     )
     holdout_metrics = None
-    if not test_rows.empty:
+    if test_rows is not None:
         scores = bundle.predict_proba(feature_matrix(test_rows, table.feature_names))
         holdout_metrics = score_metrics(test_rows, scores, config.top_k)
         bundle = dataclasses.replace(

@@ -288,3 +288,24 @@ def latest_labelled_train_start(table: TrainingTable, config: TrainingConfig) ->
 def fold_at(config: TrainingConfig, train_start: dt.date) -> DelayedTimeSplit:
     """The one fold that trains from ``train_start`` (its test window may lie beyond the data)."""
     return splitter(config, FoldsConfig(latest_train_start=train_start, n_folds=1))
+
+
+def window_rows(
+    table: TrainingTable, config: TrainingConfig, train_start: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame | None, FoldWindows]:
+    """The training rows of the window from ``train_start``, its delayed test rows (known-compromised
+    cards removed), and its dates. The test rows are None unless the data reaches the test week's
+    last day (only a complete week is a fair held-out period) and some test card is not yet known
+    to be compromised."""
+    split = fold_at(config, train_start)
+    windows = split.windows()[0]
+    frame = table.frame
+    stamps = frame[TIMESTAMP]
+    train = frame[(stamps >= windows.train_start) & (stamps < windows.train_end)]
+    if pd.Timestamp(stamps.max()) < pd.Timestamp(windows.test_end) - pd.Timedelta(days=1):
+        return train, None, windows
+    try:
+        _, test_rows = next(split.split(frame))
+    except SplitError:
+        return train, None, windows
+    return train, frame.iloc[test_rows], windows
