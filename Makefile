@@ -23,7 +23,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(if $(UV_ON_PATH),,.tools/bin/uv)
-	$(UV) sync --locked --python "$(PYTHON)"
+	$(UV) sync --locked --all-extras --python "$(PYTHON)"
 	@touch $@
 
 install: $(VENV)/.synced

@@ -450,7 +450,7 @@ def test_slow_store_times_out_and_busy_workers_degrade_at_once(
         release.wait(5)
         raise AssertionError("never answers in time")
 
-    monkeypatch.setattr(handle.feast, "get_online_features", stuck)
+    monkeypatch.setattr(handle, "online_read", stuck)
     request = request_of(data.transactions.iloc[-1])
     started = time.perf_counter()
     first = store.online_features(handle, request, timeout_s=0.1)

@@ -199,6 +199,16 @@ class FeatureStoreHandle:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def online_read(self, view_name: str, entity_keys: list[Any], features: list[str]) -> list[Any]:
+        """One batched read of a view through Feast's provider: ``(event time, {feature: Value})`` or
+        ``(None, None)`` per entity key (SQLite: one query; Redis: one pipeline)."""
+        return self.feast._get_provider().online_read(  # Feast's own read, without the response building
+            config=self.feast.config,
+            table=self.definitions.views[view_name],
+            entity_keys=entity_keys,
+            requested_features=features,
+        )
+
     def _workers(self) -> tuple[_DeadlinePool, threading.BoundedSemaphore]:
         with self._lock:
             if self._pool is None or self._slots is None:
@@ -421,6 +431,9 @@ def apply(handle: FeatureStoreHandle) -> None:
     _service(handle)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
@@ -488,14 +501,16 @@ def materialize_incremental(
 # ------------------------------------------------------------------------------------- defaults
 
 
-def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetime) -> dict[str, float]:
-    """The values used for an entity the store does not know (or cannot be asked about).
+def default_columns(config: FeatureConfig, amount: np.ndarray, event_us: np.ndarray) -> dict[str, np.ndarray]:
+    """The features of transactions whose customer, terminal and pair the store does not know (or
+    cannot be asked about), one float64 column per feature in ``config.feature_names`` order.
 
-    They are the exact features of a transaction whose customer, terminal and pair have no
-    history, so a truly new card or terminal is scored correctly:
+    They are the exact features of a transaction with no history, so a truly new card or terminal
+    is scored correctly:
 
     * request features (``amount``, ``tx_during_weekend``, ``tx_during_night``) are computed from
-      the request itself, by ``engineering.time_features``; never defaulted;
+      the request itself (``event_us``: naive UTC microseconds since the epoch), by the batch
+      build's own functions; never defaulted;
     * customer: ``customer_nb_tx_{n}d`` = 1 and ``customer_avg_amount_{n}d`` = ``amount`` (the
       windows include the transaction itself), ``customer_seconds_since_prev_tx`` = -1 (no
       earlier transaction), ``customer_prior_avg_amount_{h}d`` = 0, hence
@@ -507,61 +522,63 @@ def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetim
       ``terminal_known_fraud_streak_amount_ratio`` = -1 (no known label);
     * pair: ``customer_terminal_first_use`` = 1.
     """
-    flags = engineering.time_features(pd.Series([pd.Timestamp(_utc(timestamp))]))
-    values: dict[str, float] = {
-        "amount": float(amount),
-        "tx_during_weekend": float(flags["tx_during_weekend"].iloc[0]),
-        "tx_during_night": float(flags["tx_during_night"].iloc[0]),
-        config.prior_avg_amount_feature: 0.0,
-        config.amount_ratio_feature: float(engineering.amount_ratio(np.array([amount]), np.array([0.0]))[0]),
-        "customer_seconds_since_prev_tx": -1.0,
-        "customer_terminal_first_use": 1.0,
-        "terminal_last_known_fraud": 0.0,
-        "terminal_days_since_known_fraud": -1.0,
-        "terminal_known_fraud_streak_days": -1.0,
-        "terminal_known_fraud_streak_count": 0.0,
-        "terminal_known_fraud_streak_amount_ratio": -1.0,
+    amount = np.asarray(amount, dtype=np.float64)
+    weekend, night = engineering.time_flags_from_epoch_us(event_us)
+
+    def constant(value: float) -> np.ndarray:
+        return np.full(amount.shape, value, dtype=np.float64)
+
+    columns: dict[str, np.ndarray] = {
+        "amount": amount,
+        "tx_during_weekend": weekend.astype(np.float64),
+        "tx_during_night": night.astype(np.float64),
+        config.prior_avg_amount_feature: constant(0.0),
+        config.amount_ratio_feature: engineering.amount_ratio(amount, np.zeros_like(amount)),
+        "customer_seconds_since_prev_tx": constant(-1.0),
+        "customer_terminal_first_use": constant(1.0),
+        "terminal_last_known_fraud": constant(0.0),
+        "terminal_days_since_known_fraud": constant(-1.0),
+        "terminal_known_fraud_streak_days": constant(-1.0),
+        "terminal_known_fraud_streak_count": constant(0.0),
+        "terminal_known_fraud_streak_amount_ratio": constant(-1.0),
     }
     for n in config.outlier_windows_days:
-        values[f"customer_nb_outlier_amounts_{n}d"] = 0.0
-        values[f"customer_max_amount_zscore_{n}d"] = 0.0
+        columns[f"customer_nb_outlier_amounts_{n}d"] = constant(0.0)
+        columns[f"customer_max_amount_zscore_{n}d"] = constant(0.0)
     for n in config.windows_days:
-        values[f"customer_nb_tx_{n}d"] = 1.0
-        values[f"customer_avg_amount_{n}d"] = float(amount)
-        values[f"terminal_nb_tx_{n}d"] = 0.0
-        values[f"terminal_risk_{n}d"] = 0.0
-    missing = set(config.feature_names) - set(values)
+        columns[f"customer_nb_tx_{n}d"] = constant(1.0)
+        columns[f"customer_avg_amount_{n}d"] = amount
+        columns[f"terminal_nb_tx_{n}d"] = constant(0.0)
+        columns[f"terminal_risk_{n}d"] = constant(0.0)
+    missing = set(config.feature_names) - set(columns)
     if missing:  # a new feature was added to FeatureConfig without a documented default
         raise FeatureStoreError(f"no default value for features {sorted(missing)}")
-    return {name: values[name] for name in config.feature_names}
+    return {name: columns[name] for name in config.feature_names}
+
+
+def epoch_us(timestamp: dt.datetime) -> int:
+    """Microseconds since the epoch of ``timestamp`` in UTC (a naive one is UTC)."""
+    return (_utc(timestamp) - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def default_features(config: FeatureConfig, amount: float, timestamp: dt.datetime) -> dict[str, float]:
+    """:func:`default_columns` for one transaction."""
+    columns = default_columns(config, np.array([amount]), np.array([epoch_us(timestamp)]))
+    return {name: float(column[0]) for name, column in columns.items()}
 
 
 def _default_frame(config: FeatureConfig, entity_rows: pd.DataFrame) -> pd.DataFrame:
-    """:func:`default_features` for many rows at once (vectorised, same rules)."""
-    amount = entity_rows["amount"].to_numpy(dtype=np.float64)
-    frame = pd.DataFrame(index=entity_rows.index)
-    frame["amount"] = amount
-    frame[["tx_during_weekend", "tx_during_night"]] = engineering.time_features(
-        pd.to_datetime(entity_rows["event_timestamp"], utc=True)
+    """:func:`default_columns` for entity rows (``amount``, ``event_timestamp``), as typed features."""
+    event = pd.to_datetime(entity_rows["event_timestamp"], utc=True).dt.tz_localize(None)
+    columns = default_columns(
+        config,
+        entity_rows["amount"].to_numpy(dtype=np.float64),
+        event.to_numpy().astype("datetime64[us]").view(np.int64),
     )
-    frame[config.prior_avg_amount_feature] = 0.0
-    frame[config.amount_ratio_feature] = engineering.amount_ratio(amount, np.zeros_like(amount))
-    frame["customer_seconds_since_prev_tx"] = -1.0
-    frame["customer_terminal_first_use"] = 1
-    frame["terminal_last_known_fraud"] = 0
-    frame["terminal_days_since_known_fraud"] = -1.0
-    frame["terminal_known_fraud_streak_days"] = -1.0
-    frame["terminal_known_fraud_streak_count"] = 0.0
-    frame["terminal_known_fraud_streak_amount_ratio"] = -1.0
-    for n in config.outlier_windows_days:
-        frame[f"customer_nb_outlier_amounts_{n}d"] = 0.0
-        frame[f"customer_max_amount_zscore_{n}d"] = 0.0
-    for n in config.windows_days:
-        frame[f"customer_nb_tx_{n}d"] = 1.0
-        frame[f"customer_avg_amount_{n}d"] = amount
-        frame[f"terminal_nb_tx_{n}d"] = 0.0
-        frame[f"terminal_risk_{n}d"] = 0.0
-    return frame[config.feature_names]
+    frame = pd.DataFrame(columns, index=entity_rows.index)
+    integer = [name for name in ("customer_terminal_first_use", "terminal_last_known_fraud") if name in frame]
+    frame[integer] = frame[integer].astype(np.int64)
+    return frame
 
 
 # ------------------------------------------------------------------------------------- historical
@@ -692,40 +709,68 @@ def historical_features(
 # ----------------------------------------------------------------------------------------- online
 
 
-def _entity_rows(requests: Sequence[TransactionRequest]) -> list[dict[str, Any]]:
-    from fraud_detection.features.repo.definitions import (
-        CUSTOMER_KEY,
-        REQUEST_AMOUNT,
-        REQUEST_TIMESTAMP,
-        TERMINAL_KEY,
-    )
+@dataclass(frozen=True)
+class OnlineBatch:
+    """Feature rows of a batch of transactions, columns in ``FeatureConfig.feature_names`` order."""
+
+    names: tuple[str, ...]
+    values: np.ndarray
+    """float64, one row per transaction."""
+    degraded: np.ndarray
+    """bool per transaction: defaults stand in for data of a known-to-exist kind."""
+    reasons: tuple[tuple[str, ...], ...]
+
+
+def _entity_keys(join_keys: Sequence[str], columns: Sequence[np.ndarray]) -> list[Any]:
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
 
     return [
-        {
-            CUSTOMER_KEY: int(r.customer_id),
-            TERMINAL_KEY: int(r.terminal_id),
-            REQUEST_AMOUNT: float(r.amount),
-            REQUEST_TIMESTAMP: _utc(r.timestamp),
-        }
-        for r in requests
+        EntityKey(join_keys=list(join_keys), entity_values=[Value(int64_val=int(v)) for v in values])
+        for values in zip(*columns, strict=True)
     ]
 
 
+def _proto_float(value: Any) -> float | None:
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else float(getattr(value, kind))
+
+
+def _read_views(
+    handle: FeatureStoreHandle, keys: dict[str, tuple[list[str], list[np.ndarray]]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per batch view: (values [n_unique, n_features] with NaN for unknown entities, event time in
+    seconds [n_unique], NaN when unknown), for the unique entity keys given per view."""
+    out = {}
+    for view_name, features in handle.definitions.view_features().items():
+        if view_name not in handle.definitions.views:
+            continue  # the on-demand view: computed here from the request, not read
+        join_keys, columns = keys[view_name]
+        # a copy: the Redis store appends its timestamp key to the list it is given
+        rows = handle.online_read(view_name, _entity_keys(join_keys, columns), list(features))
+        values = np.full((len(rows), len(features)), np.nan)
+        seen = np.full(len(rows), np.nan)
+        for i, (ts, row) in enumerate(rows):
+            if row is None or ts is None:
+                continue
+            vector = [_proto_float(row[name]) if name in row else None for name in features]
+            if any(v is None for v in vector):
+                continue
+            values[i] = vector
+            seen[i] = _utc(ts).timestamp()
+        out[view_name] = (values, seen)
+    return out
+
+
 def _call_with_deadline(
-    handle: FeatureStoreHandle, rows: list[dict[str, Any]], timeout_s: float
-) -> tuple[dict[str, list[Any]] | None, str | None]:
-    """Feast's online read in a worker thread; (response, None) or (None, why it failed)."""
+    handle: FeatureStoreHandle, call: Callable[[], Any], timeout_s: float
+) -> tuple[Any, str | None]:
+    """``call()`` (an online store read) in a worker thread; (result, None) or (None, why it failed)."""
     pool, slots = handle._workers()
     if not slots.acquire(blocking=False):
         return None, f"online store busy: {handle.max_in_flight} earlier calls still running"
-    service = _service(handle)
-
-    def read() -> dict[str, list[Any]]:
-        response = handle.feast.get_online_features(features=service, entity_rows=rows)
-        return response.to_dict(include_event_timestamps=True)
-
     try:
-        future = pool.submit(read)
+        future = pool.submit(call)
     except FeatureStoreError:
         slots.release()
         raise
@@ -738,56 +783,106 @@ def _call_with_deadline(
         return None, f"online store unreachable: {type(err).__name__}: {err}"
 
 
+def online_feature_batch(
+    handle: FeatureStoreHandle,
+    customer_id: np.ndarray,
+    terminal_id: np.ndarray,
+    amount: np.ndarray,
+    event_us: np.ndarray,
+    *,
+    timeout_s: float,
+) -> OnlineBatch:
+    """The model's features for a batch of transactions, from one read per view (one deadline for all).
+
+    The service's batch views are read through Feast's provider (``online_read``, the store's own
+    batched read: SQLite or Redis) for the batch's unique entities; the request features are
+    computed here by the functions the batch build and the service's on-demand view use
+    (``engineering.time_flags_from_epoch_us``, ``engineering.amount_ratio``), so there is one
+    definition of each feature. ``event_us``: the transactions' times, naive UTC microseconds.
+
+    Never raises for an unknown or stale entity, a timeout or an unreachable store: those features
+    take :func:`default_columns` and the rows are ``degraded`` with the reasons. An unknown
+    customer-terminal pair is not a degradation: it is the definition of a first use.
+    """
+    if timeout_s <= 0:
+        raise FeatureStoreError(f"timeout_s must be > 0, got {timeout_s}")
+    from fraud_detection.features.repo.definitions import CUSTOMER_KEY, CUSTOMER_VIEW, PAIR_VIEW, TERMINAL_KEY
+
+    config = handle.config
+    names = tuple(config.feature_names)
+    column_of = {name: j for j, name in enumerate(names)}
+    amount = np.asarray(amount, dtype=np.float64)
+    event_us = np.asarray(event_us, dtype=np.int64)
+    n = len(amount)
+    values = (
+        np.column_stack(list(default_columns(config, amount, event_us).values()))
+        if n
+        else np.empty((0, len(names)))
+    )
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    if n == 0:
+        return OnlineBatch(names, values, np.zeros(0, dtype=bool), ())
+
+    entity_columns = {
+        CUSTOMER_KEY: np.asarray(customer_id, np.int64),
+        TERMINAL_KEY: np.asarray(terminal_id, np.int64),
+    }
+    keys, inverse = {}, {}
+    join_key_of = {e.name: e.join_key for e in (handle.definitions.customer, handle.definitions.terminal)}
+    for view_name, view in handle.definitions.views.items():
+        join_keys = [join_key_of[entity] for entity in view.entities]
+        stacked = np.column_stack([entity_columns[k] for k in join_keys])
+        unique, inverse[view_name] = np.unique(stacked, axis=0, return_inverse=True)
+        keys[view_name] = (join_keys, [unique[:, j] for j in range(len(join_keys))])
+    read, failure = _call_with_deadline(handle, lambda: _read_views(handle, keys), timeout_s)
+    if failure is not None:
+        logger.warning("online features degraded for %d transaction(s): %s", n, failure)
+        return OnlineBatch(names, values, np.ones(n, dtype=bool), tuple((failure,) for _ in range(n)))
+
+    request_s = event_us / 1e6
+    views = handle.definitions.view_features()
+    for view_name, (view_values, seen) in read.items():
+        rows = inverse[view_name].reshape(-1)
+        unknown = np.isnan(seen[rows])
+        known = ~unknown
+        ttl = handle.definitions.views[view_name].ttl
+        if ttl:
+            age_s = request_s - seen[rows]
+            stale = known & (age_s > ttl.total_seconds())
+            for i in np.flatnonzero(stale):
+                age = dt.timedelta(seconds=round(float(age_s[i])))
+                reasons[i].append(f"{view_name}: latest row {age} old, beyond the {ttl} TTL")
+            known &= ~stale
+        if view_name != PAIR_VIEW:  # an unknown pair is a first use, not a degradation
+            for i in np.flatnonzero(unknown):
+                reasons[i].append(f"{view_name}: unknown entity")
+        columns = [column_of[name] for name in views[view_name]]
+        values[np.ix_(np.flatnonzero(known), columns)] = view_values[rows[known]]
+        if view_name == CUSTOMER_VIEW:  # the ratio needs the customer's prior average
+            prior = values[known, column_of[config.prior_avg_amount_feature]]
+            values[known, column_of[config.amount_ratio_feature]] = engineering.amount_ratio(
+                amount[known], prior
+            )
+    degraded = np.array([bool(r) for r in reasons])
+    return OnlineBatch(names, values, degraded, tuple(tuple(r) for r in reasons))
+
+
 def online_features_many(
     handle: FeatureStoreHandle, requests: Sequence[TransactionRequest], *, timeout_s: float
 ) -> list[OnlineFeatures]:
     """:func:`online_features` for many transactions in one store call (one deadline for all)."""
-    if timeout_s <= 0:
-        raise FeatureStoreError(f"timeout_s must be > 0, got {timeout_s}")
-    from fraud_detection.features.repo.definitions import CUSTOMER_VIEW, PAIR_VIEW
-
-    config = handle.config
-    names = tuple(config.feature_names)
-    response, failure = _call_with_deadline(handle, _entity_rows(requests), timeout_s)
-    if failure is not None:
-        logger.warning("online features degraded for %d transaction(s): %s", len(requests), failure)
-    views = handle.definitions.view_features()
-    batch_views = {name: f for name, f in views.items() if name in handle.definitions.views}
-    ttl_s = {
-        name: view.ttl.total_seconds() if view.ttl else 0.0 for name, view in handle.definitions.views.items()
-    }
-    results = []
-    for i, request in enumerate(requests):
-        if response is None:
-            values = default_features(config, request.amount, request.timestamp)
-            results.append(OnlineFeatures(names, tuple(values.values()), True, (str(failure),)))
-            continue
-        row = {name: response[name][i] for name in names}
-        reasons = []
-        defaulted = []
-        request_s = _utc(request.timestamp).timestamp()
-        for view, features in batch_views.items():
-            ts = response[f"{features[0]}__ts"][i]
-            if any(row[name] is None for name in features):
-                if view != PAIR_VIEW:  # an unknown pair is a first use, not a degradation
-                    reasons.append(f"{view}: unknown entity")
-                defaulted.append(view)
-            elif ts and ttl_s[view] and request_s - ts > ttl_s[view]:
-                age = dt.timedelta(seconds=round(request_s - ts))
-                reasons.append(
-                    f"{view}: latest row {age} old, beyond the {handle.definitions.views[view].ttl} TTL"
-                )
-                defaulted.append(view)
-        if defaulted:
-            defaults = default_features(config, request.amount, request.timestamp)
-            for view in defaulted:
-                row.update({name: defaults[name] for name in batch_views[view]})
-            if CUSTOMER_VIEW in defaulted:  # the ratio used the customer's (missing) prior average
-                row[config.amount_ratio_feature] = defaults[config.amount_ratio_feature]
-        results.append(
-            OnlineFeatures(names, tuple(float(row[name]) for name in names), bool(reasons), tuple(reasons))
-        )
-    return results
+    batch = online_feature_batch(
+        handle,
+        np.array([r.customer_id for r in requests], dtype=np.int64),
+        np.array([r.terminal_id for r in requests], dtype=np.int64),
+        np.array([r.amount for r in requests], dtype=np.float64),
+        np.array([epoch_us(r.timestamp) for r in requests], dtype=np.int64),
+        timeout_s=timeout_s,
+    )
+    return [
+        OnlineFeatures(batch.names, tuple(float(v) for v in row), bool(degraded), reasons)
+        for row, degraded, reasons in zip(batch.values, batch.degraded, batch.reasons, strict=True)
+    ]
 
 
 def online_features(
