@@ -800,3 +800,68 @@ def report(
     _, evaluation, out_dir, _, _ = _evaluate(model, config, overrides, eval_config, out, track=False)
     typer.echo(format_checklist(definition_of_done(evaluation)))
     typer.echo(f"report: {out_dir / 'report.html'}")
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="models:/NAME@ALIAS (hot-reloaded when the alias moves), models:/NAME/VERSION or a bundle folder."
+        ),
+    ] = "models:/fraud-detector@champion",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 only inside a container.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8080,
+    features_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--features-dir",
+            help="Feature tables the online store was materialised from; unset: default features, flagged degraded.",
+        ),
+    ] = None,
+    feature_config: _FeatureConfigPath = Path("configs/features/default.yaml"),
+    contract: Annotated[
+        str, typer.Option(help="Contract the requests follow (name or .yaml path).")
+    ] = "simulator",
+    events_dir: Annotated[
+        Path | None, typer.Option(help="Prediction event log folder; default <FRAUD_DATA_DIR>/predictions.")
+    ] = None,
+) -> None:
+    """Serve the model as KServe model `fraud-detector` (V1 and V2 protocols) until SIGTERM."""
+    import os
+
+    from pydantic import ValidationError
+
+    from fraud_detection.config import format_validation_error
+    from fraud_detection.data.contract import load_contract
+
+    settings = _settings()
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # kserve parses sys.argv when imported: our options must not reach it.
+    sys.argv = sys.argv[:1]
+    from fraud_detection.inference.server import ServingSettings, make_service, run_server
+
+    try:
+        serving = ServingSettings(host=host, port=port)
+    except ValidationError as err:
+        raise _fail(f"invalid server settings: {format_validation_error(err)}", 2) from None
+    loaded_contract = _run(lambda: load_contract(contract, settings.contracts_dir))
+    store = None
+    if features_dir is not None:
+        _, store = _open_feature_store(features_dir, feature_config)
+    if model.startswith("models:/"):
+        _open_tracking()
+    service = make_service(
+        model,
+        serving,
+        contract=loaded_contract,
+        store=store,
+        public_key=settings.model_public_key,
+        events_dir=events_dir or serving.events_dir or settings.data_dir / "predictions",
+    )
+    code = run_server(service)
+    if store is not None:
+        store.close()
+    raise typer.Exit(code)

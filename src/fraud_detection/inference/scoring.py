@@ -13,32 +13,26 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection.data.raw_store import parquet_bytes
-from fraud_detection.errors import ArtifactError
-from fraud_detection.features.engineering import FeatureConfig, build_features
+from fraud_detection.features.engineering import build_features
+from fraud_detection.inference.scorer import FraudScorer
 from fraud_detection.models.registry import ResolvedModel
 from fraud_detection.utils.io import atomic_write_bytes
 
 OUTPUT_COLUMNS = ["transaction_id", "score", "decision", "model_version"]
 
 
-def bundle_feature_config(model: ResolvedModel) -> FeatureConfig:
-    stored = model.bundle.metadata.get("feature_config")
-    if stored is None:
-        raise ArtifactError(
-            f"model {model.uri!r} does not record its feature definitions (metadata.feature_config)"
-        )
-    return FeatureConfig.model_validate(stored)
-
-
 def score_transactions(model: ResolvedModel, transactions: pd.DataFrame) -> pd.DataFrame:
     """``transaction_id``, ``score`` (fraud probability), ``decision`` (1 = alert), ``model_version``."""
-    features = build_features(transactions, bundle_feature_config(model))
-    scores = model.bundle.predict_proba(features[list(model.bundle.feature_names)].to_numpy(dtype=np.float32))
+    scorer = FraudScorer(model, threads=None)  # batch: XGBoost's own thread count
+    features = build_features(transactions, scorer.feature_config)
+    probability, decision = scorer.score_features(
+        features[list(model.bundle.feature_names)].to_numpy(dtype=np.float32)
+    )
     return pd.DataFrame(
         {
             "transaction_id": features["transaction_id"].to_numpy(),
-            "score": scores.astype(np.float64),
-            "decision": (scores >= model.bundle.threshold).astype(np.int8),
+            "score": probability,
+            "decision": decision,
             "model_version": model.version,
         }
     )

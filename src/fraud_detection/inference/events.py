@@ -1,0 +1,139 @@
+"""The prediction event log: what the server scored, for monitoring, off the request path.
+
+:meth:`PredictionSink.submit` puts a scored batch on a bounded queue and returns at once; a
+background thread turns batches into parquet files rolled by time (``events-<start>-<seq>.parquet``
+in the sink folder, each written atomically: temp file, fsync, rename). When the queue is full the
+batch is dropped and counted (``fraud_prediction_events_dropped_total``), never waited for.
+
+An event: ``request_id``, ``transaction_id``, ``event_timestamp``, ``customer_id``, ``terminal_id``,
+``amount``, ``score``, ``decision``, ``degraded``, ``model_version``, ``scored_at`` and the model's
+feature values (``f_<name>``), never other request payload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraud_detection.data.raw_store import parquet_bytes
+from fraud_detection.inference import metrics
+from fraud_detection.inference.requests import TransactionBatch
+from fraud_detection.inference.scorer import Scores
+from fraud_detection.utils.io import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Item:
+    request_ids: list[str]
+    batch: TransactionBatch
+    scores: Scores
+    model_version: str
+    feature_names: tuple[str, ...]
+    scored_at: dt.datetime
+
+
+class PredictionSink:
+    """Bounded, asynchronous, drop-when-full writer of prediction events."""
+
+    def __init__(self, out_dir: Path, *, max_batches: int = 1024, roll_seconds: float = 60.0) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.roll_seconds = roll_seconds
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_batches)
+        self._pending: list[pd.DataFrame] = []
+        self._window_start = time.monotonic()
+        self._sequence = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="prediction-sink", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        request_ids: list[str],
+        batch: TransactionBatch,
+        scores: Scores,
+        model_version: str,
+        feature_names: tuple[str, ...],
+    ) -> bool:
+        """Queue one scored batch; False (and counted) when the queue is full."""
+        item = _Item(request_ids, batch, scores, model_version, feature_names, dt.datetime.now(dt.UTC))
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            metrics.EVENTS_DROPPED.inc(len(batch))
+            return False
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop (the server calls it on shutdown)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.1, self.roll_seconds / 4))
+            except queue.Empty:
+                item = False  # type: ignore[assignment]
+            if item is None:
+                self._flush()
+                return
+            if item:
+                try:
+                    self._pending.append(_frame(item))
+                except Exception:  # a bad event must not stop the log; it is counted as dropped
+                    logger.exception("prediction event could not be recorded")
+                    metrics.EVENTS_DROPPED.inc(len(item.batch))
+            if time.monotonic() - self._window_start >= self.roll_seconds:
+                self._flush()
+
+    def _flush(self) -> None:
+        self._window_start = time.monotonic()
+        if not self._pending:
+            return
+        frame = pd.concat(self._pending, ignore_index=True)
+        self._pending = []
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        self._sequence += 1
+        path = self.out_dir / f"events-{stamp}-{self._sequence:06d}.parquet"
+        try:
+            atomic_write_bytes(path, parquet_bytes(frame))
+        except OSError:
+            logger.exception("prediction events could not be written to %s", path)
+            metrics.EVENTS_DROPPED.inc(len(frame))
+            return
+        metrics.EVENTS_WRITTEN.inc(len(frame))
+
+
+def _frame(item: _Item) -> pd.DataFrame:
+    batch, scores = item.batch, item.scores
+    frame = pd.DataFrame(
+        {
+            "request_id": item.request_ids,
+            "transaction_id": batch.transaction_id,
+            "event_timestamp": pd.to_datetime(batch.event_us, unit="us"),
+            "customer_id": batch.customer_id,
+            "terminal_id": batch.terminal_id,
+            "amount": batch.amount,
+            "score": scores.probability,
+            "decision": scores.decision,
+            "degraded": scores.degraded,
+            "model_version": item.model_version,
+            "scored_at": pd.Timestamp(item.scored_at).tz_localize(None),
+        }
+    )
+    features = pd.DataFrame(
+        np.asarray(scores.features, dtype=np.float64), columns=[f"f_{name}" for name in item.feature_names]
+    )
+    return pd.concat([frame, features], axis=1)

@@ -1,0 +1,53 @@
+"""Prometheus metrics of the model server, on KServe's ``/metrics`` (which renders the global registry).
+
+Created once per process (this module is imported once); label values are few and fixed (outcome,
+decision, model version), never request data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUEST_LATENCY = Histogram(
+    "fraud_request_latency_seconds",
+    "Wall time of scoring requests, from the first body byte to the answer.",
+    ["protocol"],
+    buckets=LATENCY_BUCKETS,
+)
+REQUESTS = Counter(
+    "fraud_requests",
+    "Scoring requests by outcome (ok, invalid, too_large, unsupported_media_type, timeout, unavailable, error).",
+    ["protocol", "outcome"],
+)
+PREDICTIONS = Counter("fraud_predictions", "Scored transactions by decision.", ["model_version", "decision"])
+SCORES = Histogram(
+    "fraud_score",
+    "Fraud probabilities given.",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99),
+)
+DEGRADED = Counter(
+    "fraud_degraded_scores", "Transactions scored with default features for data the store lacked."
+)
+FEATURE_FETCH_LATENCY = Histogram(
+    "fraud_feature_fetch_seconds",
+    "Online feature retrieval per scored batch.",
+    buckets=LATENCY_BUCKETS,
+)
+FEATURE_FETCH_FAILURES = Counter(
+    "fraud_feature_fetch_failures", "Online feature retrievals that timed out or failed (defaults used)."
+)
+BATCH_ROWS = Histogram(
+    "fraud_batch_rows",
+    "Rows per model call after micro-batching concurrent requests.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000, 4000),
+)
+MODEL_INFO = Gauge(
+    "fraud_model_info", "The model being served (value 1).", ["model_name", "model_version", "digest"]
+)
+MODEL_RELOADS = Counter("fraud_model_reloads", "Hot reloads by outcome.", ["outcome"])
+EVENTS_DROPPED = Counter(
+    "fraud_prediction_events_dropped", "Prediction events dropped because the sink was full."
+)
+EVENTS_WRITTEN = Counter("fraud_prediction_events_written", "Prediction events written to the event log.")

@@ -1,0 +1,443 @@
+"""Decoding and validation of scoring requests, derived from the data contract.
+
+One row model, generated from the contract's ``id``, ``timestamp``, ``entity``, ``feature`` and
+``protected`` columns (:func:`row_model`), validates every row of every protocol: KServe V1
+(``{"instances": [{...}, ...]}``) and V2 / Open Inference Protocol (one input tensor per column).
+Labels and excluded columns are refused: they are never model inputs.
+
+Every problem is an :class:`InvalidRequest` with an HTTP status and a message naming the field,
+the value and what was expected. The decoder never raises anything else for any JSON body (a
+property test checks it), so the server answers 4xx and never 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+
+from fraud_detection.data.contract import (
+    AMOUNT,
+    EVENT_TIMESTAMP,
+    TRANSACTION_ID,
+    Contract,
+    DType,
+    Role,
+)
+from fraud_detection.errors import FraudDetectionError
+
+INT64_MAX = 2**63 - 1
+REQUEST_ROLES = (Role.ID, Role.TIMESTAMP, Role.ENTITY, Role.FEATURE, Role.PROTECTED)
+
+
+class InvalidRequest(FraudDetectionError):
+    """A request the server refuses; ``status`` is its HTTP status (4xx)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RequestLimits(BaseModel):
+    """Size and shape limits of one request (``../shared/RELIABILITY.md`` R5 defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_rows: int = Field(default=1000, ge=1)
+    max_depth: int = Field(default=8, ge=3)
+    max_string_length: int = Field(default=256, ge=32)
+    max_id_length: int = Field(default=64, ge=8)
+    max_future_skew: dt.timedelta = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class TransactionBatch:
+    """Validated transactions as columns (the scorer's input); ``event_us`` is naive UTC microseconds."""
+
+    transaction_id: np.ndarray
+    customer_id: np.ndarray
+    terminal_id: np.ndarray
+    amount: np.ndarray
+    event_us: np.ndarray
+    extra: dict[str, list[Any]]
+    """Other contract columns sent with the rows (protected attributes), for the prediction log."""
+
+    def __len__(self) -> int:
+        return len(self.transaction_id)
+
+    @classmethod
+    def concat(cls, batches: list[TransactionBatch]) -> TransactionBatch:
+        if len(batches) == 1:
+            return batches[0]
+        keys = sorted({k for b in batches for k in b.extra})
+        return cls(
+            np.concatenate([b.transaction_id for b in batches]),
+            np.concatenate([b.customer_id for b in batches]),
+            np.concatenate([b.terminal_id for b in batches]),
+            np.concatenate([b.amount for b in batches]),
+            np.concatenate([b.event_us for b in batches]),
+            {k: [v for b in batches for v in b.extra.get(k, [None] * len(b))] for k in keys},
+        )
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _timestamp(value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("expected an ISO 8601 date-time such as 2018-09-30T12:00:00Z") from None
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def _column_type(spec: Any, limits: RequestLimits) -> Any:
+    """The strict pydantic type of one contract column (strict: no "12" for 12, no true for 1)."""
+    low = spec.min
+    high = spec.max
+    if spec.dtype == DType.INT64:
+        constraints: dict[str, Any] = {"ge": int(low) if low is not None else -INT64_MAX - 1}
+        constraints["le"] = int(high) if high is not None else INT64_MAX
+        kind: Any = Annotated[int, Field(strict=True, **constraints)]
+        if spec.allowed is not None:
+            kind = Literal[tuple(spec.allowed)]
+    elif spec.dtype == DType.FLOAT64:
+        constraints = {k: v for k, v in (("ge", low), ("le", high)) if v is not None}
+        # strict float still takes a JSON integer (120 for 120.0), never a string or a boolean
+        kind = Annotated[float, Field(strict=True, allow_inf_nan=False, **constraints)]
+    elif spec.dtype == DType.DATETIME:
+        kind = Annotated[str, StringConstraints(strict=True, max_length=64), AfterValidator(_timestamp)]
+    else:
+        max_length = limits.max_id_length if spec.role == Role.ID else limits.max_string_length
+        kind = Annotated[str, StringConstraints(strict=True, max_length=max_length, pattern=spec.pattern)]
+        if spec.allowed is not None:
+            kind = Literal[tuple(spec.allowed)]
+    if spec.nullable:
+        return (kind | None, None)
+    return (kind, ...)
+
+
+def row_model(contract: Contract, limits: RequestLimits) -> type[BaseModel]:
+    """The request row of ``contract``: its id, timestamp, entity, feature and protected columns."""
+    fields = {
+        spec.name: _column_type(spec, limits) for spec in contract.columns if spec.role in REQUEST_ROLES
+    }
+    for required in (TRANSACTION_ID, EVENT_TIMESTAMP, "customer_id", "terminal_id", AMOUNT):
+        if required not in fields:
+            raise FraudDetectionError(f"contract {contract.name!r} has no {required!r} column to score with")
+    return create_model(
+        "TransactionRow",
+        __config__=ConfigDict(strict=True, extra="forbid", frozen=True),
+        **fields,
+    )
+
+
+# --- V2 / Open Inference Protocol envelope (KServe's own models accept strings for numbers) ---
+
+_V2_DATATYPES = {DType.INT64: ("INT64",), DType.FLOAT64: ("FP64", "FP32"), DType.DATETIME: ("BYTES",)}
+_V2_DATATYPES[DType.STRING] = ("BYTES",)
+_Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+
+
+class V2Input(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: _Name
+    shape: Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX)]], Field(min_length=1, max_length=2)]
+    datatype: (
+        Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"]
+        | Literal["FP16", "FP32", "FP64", "BYTES"]
+    )
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    id: Annotated[str, StringConstraints(strict=True, max_length=128)] | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: Annotated[list[V2Input], Field(min_length=1, max_length=32)]
+    outputs: list[dict[str, Any]] | None = None
+
+
+class ScoreParameters(BaseModel):
+    """Per-request options (``parameters`` in V1 and V2)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    explain: bool = False
+    """Return each row's top reasons (XGBoost ``pred_contribs``)."""
+    top_reasons: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+_PARAMETERS = TypeAdapter(ScoreParameters)
+
+
+def _format_errors(err: ValidationError, prefix: str, limit: int = 5) -> str:
+    lines = []
+    for problem in err.errors()[:limit]:
+        location = ".".join(str(p) for p in (prefix, *problem["loc"]) if p != "")
+        value = repr(problem.get("input"))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{location}={value}: {message}")
+    more = len(err.errors()) - limit
+    return "; ".join(lines) + (f"; and {more} more problem(s)" if more > 0 else "")
+
+
+class RequestDecoder:
+    """Bytes of a request body → :class:`TransactionBatch` and :class:`ScoreParameters`, or
+    :class:`InvalidRequest`. Built once per server from the contract."""
+
+    def __init__(self, contract: Contract, limits: RequestLimits | None = None) -> None:
+        self.contract = contract
+        self.limits = limits or RequestLimits()
+        self.row_model = row_model(contract, self.limits)
+        self.columns = {spec.name: spec for spec in contract.columns if spec.role in REQUEST_ROLES}
+        self.required = [name for name, spec in self.columns.items() if not spec.nullable]
+        self.string_columns = [
+            name for name, spec in self.columns.items() if spec.dtype in (DType.STRING, DType.DATETIME)
+        ]
+        self._rows = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
+
+    # --- JSON ---------------------------------------------------------------------------------
+
+    def parse_json(self, body: bytes) -> Any:
+        """The JSON value of ``body``, refusing nesting deeper than the limit (checked on the bytes).
+
+        String lengths are the row model's and the envelope's business (every string a request
+        may carry is a typed field with a maximum length; anything else is refused as unknown).
+        """
+        if len(body) > self.limits.max_body_bytes:
+            raise InvalidRequest(
+                f"request body has {len(body)} bytes, the limit is {self.limits.max_body_bytes}", 413
+            )
+        if not body.strip():
+            raise InvalidRequest("request body is empty; expected a JSON object")
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            raise InvalidRequest(f"request body is not valid JSON: {err}") from None
+        if _bracket_depth(body) > self.limits.max_depth and _depth(body) > self.limits.max_depth:
+            raise InvalidRequest(f"JSON nesting is deeper than the limit of {self.limits.max_depth} levels")
+        return value
+
+    def _check_members(self, body: bytes, counted: int) -> None:
+        """Refuse repeated keys (orjson keeps the last one silently), cheaply: every ``:`` of a
+        body is an object member or inside a string, and ``counted`` is the members plus the
+        string colons of the expected shape. Any difference takes the exact (slow) check."""
+        if body.count(b":") != counted:
+            self._check_duplicates(body)
+
+    @staticmethod
+    def _check_duplicates(body: bytes) -> None:
+        def refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            for key, value in pairs:
+                if key in seen:
+                    raise InvalidRequest(
+                        f"JSON object repeats the key {key[:64]!r}; each key must appear once"
+                    )
+                seen[key] = value
+            return seen
+
+        json.loads(body, object_pairs_hook=refuse_duplicates)  # slow path: only when counts differ
+
+    # --- protocols ----------------------------------------------------------------------------
+
+    def _parameters(self, raw: Any, where: str) -> ScoreParameters:
+        if raw is None:
+            return ScoreParameters()
+        try:
+            return _PARAMETERS.validate_python(raw)
+        except ValidationError as err:
+            raise InvalidRequest(_format_errors(err, where), 422) from None
+
+    def _check_count(self, n: int, where: str) -> None:
+        if n == 0:
+            raise InvalidRequest(f"{where} holds no rows; expected 1 to {self.limits.max_rows}")
+        if n > self.limits.max_rows:
+            raise InvalidRequest(
+                f"{where} holds {n} rows, more than the limit of {self.limits.max_rows} per request", 413
+            )
+
+    def decode_v1(self, body: bytes) -> tuple[TransactionBatch, ScoreParameters]:
+        """``{"instances": [{column: value, ...}, ...], "parameters": {...}}``."""
+        payload = self.parse_json(body)
+        if not isinstance(payload, dict):
+            raise InvalidRequest(
+                f"request body is a JSON {type(payload).__name__}; expected an object with 'instances'"
+            )
+        unknown = sorted(set(payload) - {"instances", "parameters"})
+        if unknown:
+            raise InvalidRequest(
+                f"unknown top-level field(s) {unknown}; expected 'instances' and optional 'parameters'"
+            )
+        if "instances" not in payload:
+            raise InvalidRequest("field 'instances' is missing; expected a list of transaction objects")
+        instances = payload["instances"]
+        if not isinstance(instances, list):
+            raise InvalidRequest(f"instances={_short(instances)}: expected a list of transaction objects")
+        self._check_count(len(instances), "instances")
+        parameters = self._parameters(payload.get("parameters"), "parameters")
+        batch = self.validate_rows(instances, "instances")
+        # after validation every row is a flat object of typed fields: cheap to count
+        self._check_members(body, _colons(payload) + sum(map(len, instances)) + self._row_colons(instances))
+        return batch, parameters
+
+    def decode_v2(self, body: bytes) -> tuple[TransactionBatch, ScoreParameters, str | None]:
+        """Open Inference Protocol: one input tensor per column, shape ``[n]`` or ``[n, 1]``."""
+        payload = self.parse_json(body)
+        if not isinstance(payload, dict):
+            raise InvalidRequest(
+                f"request body is a JSON {type(payload).__name__}; expected an object with 'inputs'"
+            )
+        try:
+            request = V2Request.model_validate(payload)
+        except ValidationError as err:
+            raise InvalidRequest(_format_errors(err, ""), 422) from None
+        columns: dict[str, list[Any]] = {}
+        n_rows: int | None = None
+        for position, tensor in enumerate(request.inputs):
+            where = f"inputs.{position}"
+            spec = self.columns.get(tensor.name)
+            if spec is None:
+                raise InvalidRequest(
+                    f"{where}.name={tensor.name!r}: not an input of this model; expected one of {sorted(self.columns)}"
+                )
+            if tensor.name in columns:
+                raise InvalidRequest(f"{where}.name={tensor.name!r}: input sent twice")
+            if tensor.datatype not in _V2_DATATYPES[spec.dtype]:
+                raise InvalidRequest(
+                    f"{where}.datatype={tensor.datatype!r}: input {tensor.name!r} must be one of "
+                    f"{list(_V2_DATATYPES[spec.dtype])}"
+                )
+            shape = tensor.shape
+            if len(shape) == 2 and shape[1] != 1:
+                raise InvalidRequest(f"{where}.shape={shape}: expected [n] or [n, 1]")
+            data = tensor.data
+            if data and isinstance(data[0], list):  # row-major nested [[v], [v]]: flatten one level
+                if not all(isinstance(item, list) and len(item) == 1 for item in data):
+                    raise InvalidRequest(f"{where}.data: expected a flat list or a list of one-element lists")
+                data = [item[0] for item in data]
+            if len(data) != shape[0]:
+                raise InvalidRequest(
+                    f"{where}.data has {len(data)} values, its shape {shape} says {shape[0]}"
+                )
+            if n_rows is not None and shape[0] != n_rows:
+                raise InvalidRequest(
+                    f"{where}.shape={shape}: every input must have the same number of rows ({n_rows})"
+                )
+            n_rows = shape[0]
+            columns[tensor.name] = data
+        missing = [name for name in self.required if name not in columns]
+        if missing:
+            raise InvalidRequest(
+                f"inputs lack {missing}; expected one tensor per column of {sorted(self.columns)}"
+            )
+        assert n_rows is not None
+        self._check_count(n_rows, "inputs")
+        names = list(columns)
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        parameters = self._parameters(request.parameters, "parameters")
+        batch = self.validate_rows(rows, "inputs")
+        self._check_members(body, _colons(payload) + sum(_colons(tensor) for tensor in payload["inputs"]))
+        return batch, parameters, request.id
+
+    def _row_colons(self, rows: list[dict[str, Any]]) -> int:
+        return sum(
+            value.count(":")
+            for name in self.string_columns
+            for row in rows
+            if isinstance(value := row.get(name), str)
+        )
+
+    def validate_rows(self, rows: list[Any], where: str) -> TransactionBatch:
+        """Rows (dicts) through the contract's row model; the future-time rule; as columns."""
+        try:
+            validated = self._rows.validate_python(rows)
+        except ValidationError as err:
+            raise InvalidRequest(_format_errors(err, where), 422) from None
+        latest = dt.datetime.now(dt.UTC) + self.limits.max_future_skew
+        event_us = np.empty(len(validated), dtype=np.int64)
+        for i, row in enumerate(validated):
+            ts = getattr(row, EVENT_TIMESTAMP)
+            if ts > latest:
+                raise InvalidRequest(
+                    f"{where}.{i}.{EVENT_TIMESTAMP}={ts.isoformat()!r}: is in the future; expected at most "
+                    f"{self.limits.max_future_skew} after the server's clock ({latest.isoformat()})",
+                    422,
+                )
+            event_us[i] = (ts - _EPOCH) // dt.timedelta(microseconds=1)
+        extra_names = [n for n in self.columns if n not in _CORE]
+        return TransactionBatch(
+            transaction_id=np.fromiter((r.transaction_id for r in validated), np.int64, len(validated)),
+            customer_id=np.fromiter((r.customer_id for r in validated), np.int64, len(validated)),
+            terminal_id=np.fromiter((r.terminal_id for r in validated), np.int64, len(validated)),
+            amount=np.fromiter((r.amount for r in validated), np.float64, len(validated)),
+            event_us=event_us,
+            extra={name: [getattr(r, name) for r in validated] for name in extra_names},
+        )
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_CORE = {TRANSACTION_ID, EVENT_TIMESTAMP, "customer_id", "terminal_id", AMOUNT}
+
+
+def _colons(obj: dict[str, Any]) -> int:
+    """The ``:`` of a JSON object as written: one per member, plus those inside its keys and its
+    string values, and in the strings of its flat lists (V2 ``data``) and of its ``parameters``;
+    other nested values are not visited (a valid request has none, and a mismatch only costs the
+    exact check)."""
+    count = len(obj)
+    for key, value in obj.items():
+        count += key.count(":")
+        if isinstance(value, str):
+            count += value.count(":")
+        elif isinstance(value, list):
+            count += sum(item.count(":") for item in value if isinstance(item, str))
+        elif key == "parameters" and isinstance(value, dict):
+            count += _colons(value)
+    return count
+
+
+def _bracket_depth(body: bytes) -> int:
+    """Deepest nesting counting every bracket, strings included: an upper bound of :func:`_depth`
+    that is cheap (the brackets alone are a few bytes per row)."""
+    brackets = body.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= 8:
+        return len(brackets)
+    skeleton = np.frombuffer(brackets, dtype=np.uint8)
+    return int(np.cumsum(np.where((skeleton == 91) | (skeleton == 123), 1, -1)).max())
+
+
+def _depth(body: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` outside strings."""
+    skeleton = np.frombuffer(_STRING.sub(b'""', body), dtype=np.uint8)
+    steps = np.isin(skeleton, _OPENERS).astype(np.int32) - np.isin(skeleton, _CLOSERS)
+    return int(np.cumsum(steps).max()) if steps.size else 0
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

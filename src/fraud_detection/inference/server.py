@@ -1,0 +1,782 @@
+"""The online model server: KServe's protocols and app, our hot path, our own uvicorn.
+
+Layers, outermost first:
+
+* :class:`RequestGuard` (pure ASGI): request id, body cap (413 from ``Content-Length`` before the
+  body is read, or as soon as a chunked body crosses the cap), per-request deadline (504), and a
+  last-resort 500 whose body never carries a traceback, path or exception name.
+* KServe's FastAPI app (``kserve.model_server.app``) with every KServe route (V1, V2/Open Inference
+  Protocol, health, metadata, ``/metrics``), plus our scoring routes registered *before* KServe's:
+  ``/v1/models/{name}:predict|:explain`` and ``/v2/models/{name}[/versions/{v}]/infer``. They
+  decode with :class:`~fraud_detection.inference.requests.RequestDecoder` (contract-derived
+  pydantic models, orjson) instead of KServe's generic path, which answers 500 for many bad
+  inputs (see ``../shared/RELIABILITY.md``).
+* :class:`ScoringService`: the current :class:`~fraud_detection.inference.scorer.FraudScorer`,
+  adaptive micro-batching of concurrent requests into one feature read and one model call, the
+  prediction event sink, hot reload, readiness.
+* :class:`FraudDetectorModel`: the thin ``kserve.Model`` adapter KServe's own routes and
+  readiness see.
+
+Our uvicorn (not ``ModelServer.start``, which binds 0.0.0.0 and needs a loaded model first) binds
+127.0.0.1 by default, answers ``/v2/health/live`` at once and ``ready`` only after the model is
+loaded, verified and warmed up, and on SIGTERM turns not-ready at once, finishes in-flight
+requests and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraud_detection.errors import FraudDetectionError
+from fraud_detection.inference import metrics
+from fraud_detection.inference.events import PredictionSink
+from fraud_detection.inference.requests import (
+    InvalidRequest,
+    RequestDecoder,
+    RequestLimits,
+    ScoreParameters,
+    TransactionBatch,
+)
+from fraud_detection.inference.scorer import FraudScorer, Scores
+
+log = structlog.get_logger("fraud.server")
+MODEL_NAME = "fraud-detector"
+
+
+class ServingSettings(BaseSettings):
+    """Server settings; every field can be set as ``FRAUD_SERVE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_SERVE_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    model_name: str = MODEL_NAME
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_rows: int = Field(default=1000, ge=1)
+    max_depth: int = Field(default=8, ge=3)
+    max_string_length: int = Field(default=256, ge=32)
+    request_timeout_s: float = Field(default=1.0, gt=0)
+    batch_wait_ms: float = Field(default=0.0, ge=-1)
+    """Micro-batching window: 0 merges what is already queued (no added wait), > 0 waits that long
+    for more, -1 turns micro-batching off (each request is its own model call)."""
+    max_batch_rows: int = Field(default=4000, ge=1)
+    reload_interval_s: float = Field(default=10.0, ge=0)
+    """Poll the registry alias this often and hot-reload when it moves; 0 = only on request."""
+    unready_on_failed_reload: bool = False
+    """After a failed hot reload, keep serving the old model but report not-ready (R10's reading)."""
+    events_dir: Path | None = None
+    """Prediction event log folder; unset: ``<FRAUD_DATA_DIR>/predictions``."""
+    events_queue: int = Field(default=1024, ge=1)
+    events_roll_s: float = Field(default=60.0, gt=0)
+    max_concurrency: int = Field(default=512, ge=1)
+    """Connections plus requests in flight above which uvicorn answers 503 at once."""
+    grace_period_s: float = Field(default=30.0, gt=0)
+
+    def limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_rows=self.max_rows,
+            max_depth=self.max_depth,
+            max_string_length=self.max_string_length,
+        )
+
+
+# ------------------------------------------------------------------------------------ the service
+
+
+@dataclass
+class _Pending:
+    batch: TransactionBatch
+    future: asyncio.Future[tuple[FraudScorer, Scores]]
+
+
+@dataclass
+class ScoringService:
+    """What the routes call: scoring with micro-batching, the event log, the model's life cycle."""
+
+    settings: ServingSettings
+    decoder: RequestDecoder
+    load_scorer: Callable[[], FraudScorer]
+    """Resolve, verify and warm up the configured model (blocking; run in a thread)."""
+    current_version: Callable[[], str | None] | None = None
+    """The version the model URI points at now (registry alias), for hot reload; None for a path."""
+    sink: PredictionSink | None = None
+    scorer: FraudScorer | None = None
+    shutting_down: bool = False
+    reload_failed: bool = False
+    load_failed: bool = False
+    _pending: collections.deque[_Pending] = field(default_factory=collections.deque)
+    _flush_scheduled: bool = False
+    _flushing: bool = False
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="scoring")
+    )
+    _reload_lock: asyncio.Lock | None = None
+
+    @property
+    def ready(self) -> bool:
+        if self.scorer is None or self.shutting_down:
+            return False
+        return not (self.reload_failed and self.settings.unready_on_failed_reload)
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def _install(self, scorer: FraudScorer) -> None:
+        old = self.scorer
+        self.scorer = scorer  # one assignment: requests in flight keep the scorer they started with
+        if old is not None:
+            metrics.MODEL_INFO.remove(self.settings.model_name, old.version, old.model.digest)
+        metrics.MODEL_INFO.labels(self.settings.model_name, scorer.version, scorer.model.digest).set(1)
+        log.info(
+            "model ready",
+            model_version=scorer.version,
+            model_uri=scorer.model.uri,
+            digest=scorer.model.digest,
+        )
+
+    async def start(self) -> None:
+        """Load the model (off the event loop); raise on failure (the caller stops the server)."""
+        self._reload_lock = asyncio.Lock()
+        scorer = await asyncio.get_running_loop().run_in_executor(None, self.load_scorer)
+        self._install(scorer)
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Load the model again if its alias moved (or ``force``); keep the old one on failure.
+        Returns whether a new model is now served."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                if not force and self.current_version is not None and self.scorer is not None:
+                    version = await loop.run_in_executor(None, self.current_version)
+                    if version == self.scorer.version:
+                        return False
+                scorer = await loop.run_in_executor(None, self.load_scorer)
+            except FraudDetectionError as err:
+                self.reload_failed = True
+                metrics.MODEL_RELOADS.labels("failed").inc()
+                log.error("model reload failed, still serving the previous model", reason=str(err)[:500])
+                return False
+            self.reload_failed = False
+            if self.scorer is not None and scorer.version == self.scorer.version and not force:
+                return False
+            self._install(scorer)
+            metrics.MODEL_RELOADS.labels("ok").inc()
+            return True
+
+    async def poll_reloads(self) -> None:
+        interval = self.settings.reload_interval_s
+        if interval <= 0 or self.current_version is None:
+            return
+        while not self.shutting_down:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):  # a poll must never take the server down
+                await self.reload()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+        if self.sink is not None:
+            self.sink.close()
+
+    # --- scoring ------------------------------------------------------------------------------
+
+    async def score(
+        self, batch: TransactionBatch, parameters: ScoreParameters, request_id: str
+    ) -> tuple[FraudScorer, Scores]:
+        if self.scorer is None or self.shutting_down:
+            raise InvalidRequest("the model is not ready; retry later", 503)
+        loop = asyncio.get_running_loop()
+        if parameters.explain or self.settings.batch_wait_ms < 0:
+            scorer = self.scorer
+            scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, batch, parameters)
+            result = (scorer, scores)
+        else:
+            future: asyncio.Future[tuple[FraudScorer, Scores]] = loop.create_future()
+            self._pending.append(_Pending(batch, future))
+            self._schedule(loop)
+            result = await future
+        self._record(request_id, batch, *result)
+        return result
+
+    @staticmethod
+    def _score_sync(scorer: FraudScorer, batch: TransactionBatch, parameters: ScoreParameters) -> Scores:
+        started = time.perf_counter()
+        scores = scorer.score(batch, explain=parameters.explain, top_reasons=parameters.top_reasons)
+        metrics.FEATURE_FETCH_LATENCY.observe(time.perf_counter() - started)
+        metrics.BATCH_ROWS.observe(len(batch))
+        return scores
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._flush_scheduled or self._flushing:
+            return
+        self._flush_scheduled = True
+        wait_s = self.settings.batch_wait_ms / 1000
+        if wait_s > 0:
+            loop.call_later(wait_s, self._flush, loop)
+        else:  # after the callbacks already queued (other requests being read) have run
+            loop.call_soon(self._flush, loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_scheduled = False
+        taken: list[_Pending] = []
+        rows = 0
+        while self._pending and (
+            not taken or rows + len(self._pending[0].batch) <= self.settings.max_batch_rows
+        ):
+            item = self._pending.popleft()
+            if item.future.done():  # its request gave up (deadline)
+                continue
+            taken.append(item)
+            rows += len(item.batch)
+        if not taken:
+            return
+        self._flushing = True
+        scorer = self.scorer
+        assert scorer is not None
+        batch = TransactionBatch.concat([item.batch for item in taken])
+        done = loop.run_in_executor(self._executor, self._score_sync, scorer, batch, ScoreParameters())
+        done.add_done_callback(lambda finished: self._deliver(loop, finished, taken, scorer))
+
+    def _deliver(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        finished: asyncio.Future[Scores],
+        taken: list[_Pending],
+        scorer: FraudScorer,
+    ) -> None:
+        self._flushing = False
+        error = finished.exception()
+        start = 0
+        for item in taken:
+            n = len(item.batch)
+            if not item.future.done():
+                if error is not None:
+                    item.future.set_exception(error)
+                else:
+                    item.future.set_result((scorer, finished.result().slice(start, start + n)))
+            start += n
+        if self._pending:
+            self._schedule(loop)
+
+    def _record(self, request_id: str, batch: TransactionBatch, scorer: FraudScorer, scores: Scores) -> None:
+        version = scorer.version
+        alerts = int(scores.decision.sum())
+        metrics.PREDICTIONS.labels(version, "alert").inc(alerts)
+        metrics.PREDICTIONS.labels(version, "pass").inc(len(scores) - alerts)
+        for p in scores.probability:
+            metrics.SCORES.observe(p)
+        degraded = int(scores.degraded.sum())
+        if degraded:
+            metrics.DEGRADED.inc(degraded)
+            if all(scores.degraded_reasons[0]):
+                reason = scores.degraded_reasons[0][0] if scores.degraded_reasons[0] else ""
+                if reason.startswith("online store"):
+                    metrics.FEATURE_FETCH_FAILURES.inc()
+        if self.sink is not None:
+            self.sink.submit([request_id] * len(batch), batch, scores, version, scorer.bundle.feature_names)
+
+
+# ---------------------------------------------------------------------------------- HTTP handlers
+
+JSON = "application/json"
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
+
+
+def _json_response(status: int, payload: Any, request_id: str) -> Any:
+    from starlette.responses import Response
+
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type=JSON,
+        headers={"x-request-id": request_id, "x-content-type-options": "nosniff"},
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+@dataclass
+class ScoringRoutes:
+    """The hot-path handlers (plain Starlette endpoints: no FastAPI dependency machinery)."""
+
+    service: ScoringService
+
+    def _reject(self, protocol: str, err: InvalidRequest, request_id: str) -> Any:
+        outcome = {413: "too_large", 415: "unsupported_media_type", 503: "unavailable", 404: "not_found"}
+        metrics.REQUESTS.labels(protocol, outcome.get(err.status, "invalid")).inc()
+        message = str(err)
+        log.info("request rejected", request_id=request_id, status=err.status, reason=message[:400])
+        return _json_response(err.status, {"error": message}, request_id)
+
+    async def _body(self, request: Any) -> bytes:
+        if not _is_json(request.headers.get("content-type")):
+            raise InvalidRequest(
+                f"content-type {request.headers.get('content-type')!r} is not supported; send application/json",
+                415,
+            )
+        return await request.body()
+
+    def _check_model(self, request: Any) -> None:
+        name = request.path_params.get("model_name")
+        if name != self.service.settings.model_name:
+            raise InvalidRequest(
+                f"model {str(name)[:64]!r} does not exist; this server serves "
+                f"{self.service.settings.model_name!r}",
+                404,
+            )
+        version = request.path_params.get("model_version")
+        scorer = self.service.scorer
+        if version is not None and (scorer is None or version != scorer.version):
+            raise InvalidRequest(
+                f"model {name!r} has no version {str(version)[:64]!r}; serving version "
+                f"{scorer.version if scorer else 'none'!r}",
+                404,
+            )
+
+    async def _handle(
+        self,
+        request: Any,
+        protocol: str,
+        decode: Callable[[bytes], tuple[TransactionBatch, ScoreParameters, str | None]],
+        answer: Callable[[FraudScorer, Scores, str, str | None, ScoreParameters], Any],
+    ) -> Any:
+        started = time.perf_counter()
+        request_id = request.scope.get("fraud.request_id") or uuid.uuid4().hex
+        try:
+            self._check_model(request)
+            body = await self._body(request)
+            batch, parameters, client_id = decode(body)
+            scorer, scores = await self.service.score(batch, parameters, request_id)
+        except InvalidRequest as err:
+            return self._reject(protocol, err, request_id)
+        payload = answer(scorer, scores, request_id, client_id, parameters)
+        elapsed = time.perf_counter() - started
+        metrics.REQUEST_LATENCY.labels(protocol).observe(elapsed)
+        metrics.REQUESTS.labels(protocol, "ok").inc()
+        log.debug("scored", request_id=request_id, rows=len(scores), latency_ms=round(elapsed * 1000, 3))
+        return _json_response(200, payload, request_id)
+
+    # --- V1 -----------------------------------------------------------------------------------
+
+    def _decode_v1(self, body: bytes) -> tuple[TransactionBatch, ScoreParameters, str | None]:
+        batch, parameters = self.service.decoder.decode_v1(body)
+        return batch, parameters, None
+
+    def _decode_v1_explain(self, body: bytes) -> tuple[TransactionBatch, ScoreParameters, str | None]:
+        batch, parameters = self.service.decoder.decode_v1(body)
+        return batch, parameters.model_copy(update={"explain": True}), None
+
+    def _answer_v1(
+        self, scorer: FraudScorer, scores: Scores, request_id: str, _: str | None, parameters: ScoreParameters
+    ) -> dict[str, Any]:
+        rows = [
+            {
+                "transaction_id": int(tid),
+                "fraud_probability": float(p),
+                "decision": int(d),
+                "degraded": bool(g),
+            }
+            for tid, p, d, g in zip(
+                scores.transaction_id.tolist(),
+                scores.probability.tolist(),
+                scores.decision.tolist(),
+                scores.degraded.tolist(),
+                strict=True,
+            )
+        ]
+        for row, reasons in zip(rows, scores.degraded_reasons, strict=True):
+            if reasons:
+                row["degraded_reasons"] = list(reasons)
+        if scores.reasons is not None:
+            for row, reasons in zip(rows, scores.reasons, strict=True):
+                row["reasons"] = reasons
+        return {
+            "predictions": rows,
+            "model_name": self.service.settings.model_name,
+            "model_version": scorer.version,
+            "threshold": scorer.bundle.threshold,
+            "request_id": request_id,
+        }
+
+    async def v1_predict(self, request: Any) -> Any:
+        return await self._handle(request, "v1", self._decode_v1, self._answer_v1)
+
+    async def v1_explain(self, request: Any) -> Any:
+        return await self._handle(request, "v1", self._decode_v1_explain, self._answer_v1)
+
+    # --- V2 -----------------------------------------------------------------------------------
+
+    def _answer_v2(
+        self,
+        scorer: FraudScorer,
+        scores: Scores,
+        request_id: str,
+        client_id: str | None,
+        parameters: ScoreParameters,
+    ) -> dict[str, Any]:
+        n = len(scores)
+
+        def output(name: str, datatype: str, data: Any) -> dict[str, Any]:
+            return {"name": name, "shape": [n], "datatype": datatype, "data": data}
+
+        outputs = [
+            output("fraud_probability", "FP64", scores.probability),
+            output("decision", "INT8", scores.decision),
+            output("degraded", "BOOL", scores.degraded.tolist()),
+            output("transaction_id", "INT64", scores.transaction_id),
+        ]
+        if scores.reasons is not None:
+            outputs.append(output("reasons", "BYTES", [orjson.dumps(r).decode() for r in scores.reasons]))
+        return {
+            "model_name": self.service.settings.model_name,
+            "model_version": scorer.version,
+            "id": client_id or request_id,  # a V2 request without an id still gets one
+            "parameters": {"request_id": request_id, "threshold": scorer.bundle.threshold},
+            "outputs": outputs,
+        }
+
+    async def v2_infer(self, request: Any) -> Any:
+        return await self._handle(request, "v2", self.service.decoder.decode_v2, self._answer_v2)
+
+    async def v2_load(self, request: Any) -> Any:
+        """KServe's repository ``load``: reload the model now (hot reload on request)."""
+        request_id = request.scope.get("fraud.request_id") or uuid.uuid4().hex
+        name = request.path_params.get("model_name")
+        if name != self.service.settings.model_name:
+            return _json_response(404, {"error": f"model {str(name)[:64]!r} does not exist"}, request_id)
+        if self.service.scorer is None:
+            return _json_response(503, {"error": "the model is still loading"}, request_id)
+        await self.service.reload(force=True)
+        if self.service.reload_failed:
+            return _json_response(
+                409, {"error": "reload failed; the previous model is still served", "name": name}, request_id
+            )
+        return _json_response(
+            200, {"name": name, "load": True, "model_version": self.service.scorer.version}, request_id
+        )
+
+
+# ---------------------------------------------------------------------------------------- guard
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestGuard:
+    """Pure ASGI middleware: request id, body cap, deadline, and a 500 that leaks nothing."""
+
+    def __init__(self, app: Any, settings: ServingSettings) -> None:
+        self.app = app
+        self.max_body = settings.max_body_bytes
+        self.timeout_s = settings.request_timeout_s
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
+                request_id = value.decode("ascii")
+        scope["fraud.request_id"] = request_id
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        async def answer(status: int, message: str) -> None:
+            body = orjson.dumps({"error": message})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", request_id.encode()),
+                        (b"connection", b"close"),
+                        *_SECURITY_HEADERS,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    await answer(400, "Content-Length is not a number")
+                    return
+                if length > self.max_body:
+                    metrics.REQUESTS.labels("http", "too_large").inc()
+                    log.info(
+                        "request rejected", request_id=request_id, status=413, reason="body over the cap"
+                    )
+                    await answer(413, f"request body of {length} bytes exceeds the limit of {self.max_body}")
+                    return
+        received = 0
+
+        async def capped_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            if scope.get("method") == "POST":
+                await asyncio.wait_for(self.app(scope, capped_receive, tracked_send), self.timeout_s)
+            else:
+                await self.app(scope, receive, tracked_send)
+        except _BodyTooLarge:
+            metrics.REQUESTS.labels("http", "too_large").inc()
+            log.info(
+                "request rejected", request_id=request_id, status=413, reason="streamed body over the cap"
+            )
+            if not started:
+                await answer(413, f"request body exceeds the limit of {self.max_body} bytes")
+        except TimeoutError:
+            metrics.REQUESTS.labels("http", "timeout").inc()
+            log.warning("request timed out", request_id=request_id, timeout_s=self.timeout_s)
+            if not started:
+                await answer(504, f"the request did not complete within {self.timeout_s} s")
+        except Exception as err:  # the last line of defence: log the cause, answer without it
+            metrics.REQUESTS.labels("http", "error").inc()
+            log.error(
+                "request failed", request_id=request_id, error_type=type(err).__name__, error=str(err)[:300]
+            )
+            if not started:
+                await answer(500, f"internal error; request id {request_id}")
+
+
+# ---------------------------------------------------------------------------------- KServe wiring
+
+
+def _kserve_model_class() -> type:
+    import kserve
+
+    class FraudDetectorModel(kserve.Model):
+        """The thin ``kserve.Model`` adapter: KServe's readiness and metadata, and its generic
+        predict path (gRPC or other clients) routed to the same service."""
+
+        def __init__(self, name: str, service: ScoringService) -> None:
+            self.service = service
+            super().__init__(name)
+
+        @property  # type: ignore[override]
+        def ready(self) -> bool:
+            return self.service.ready
+
+        @ready.setter
+        def ready(self, value: bool) -> None:  # kserve.Model assigns it; the service decides
+            pass
+
+        def load(self) -> bool:
+            return self.service.ready
+
+        async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
+            from kserve.errors import InvalidInput
+
+            try:
+                if isinstance(payload, dict):
+                    rows = payload.get("instances")
+                    if not isinstance(rows, list):
+                        raise InvalidRequest("expected {'instances': [transaction objects]}")
+                else:  # an InferRequest: one input per column
+                    columns = {inp.name: list(inp.data) for inp in payload.inputs}
+                    rows = [
+                        dict(zip(columns, values, strict=True))
+                        for values in zip(*columns.values(), strict=True)
+                    ]
+                batch = self.service.decoder.validate_rows(rows, "inputs")
+                _, scores = await self.service.score(batch, ScoreParameters(), uuid.uuid4().hex)
+            except InvalidRequest as err:
+                raise InvalidInput(str(err)) from None
+            return {"predictions": scores.probability.tolist()}
+
+    return FraudDetectorModel
+
+
+def build_app(service: ScoringService) -> Any:
+    """KServe's app with our routes first, its own after; wrapped in :class:`RequestGuard`.
+
+    KServe mutates one module-level FastAPI app, so this runs once per process.
+    """
+    from fastapi.responses import JSONResponse
+    from kserve import ModelServer
+    from kserve.model_server import app
+    from kserve.protocol.rest.server import RESTServer
+
+    routes = ScoringRoutes(service)
+    for path, endpoint in (
+        ("/v1/models/{model_name}:predict", routes.v1_predict),
+        ("/v1/models/{model_name}:explain", routes.v1_explain),
+        ("/v2/models/{model_name}/infer", routes.v2_infer),
+        ("/v2/models/{model_name}/versions/{model_version}/infer", routes.v2_infer),
+        ("/v2/repository/models/{model_name}/load", routes.v2_load),
+    ):
+        app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
+
+    server = ModelServer(
+        http_port=service.settings.port,
+        enable_grpc=False,
+        workers=1,
+        enable_docs_url=False,
+        enable_latency_logging=False,
+    )
+    server.register_model(_kserve_model_class()(service.settings.model_name, service))
+    RESTServer(
+        "kserve.model_server:app", server.dataplane, server.model_repository_extension, http_port=0
+    ).create_application()
+
+    async def internal_error(request: Any, exc: Exception) -> Any:  # KServe's own names the exception
+        request_id = request.scope.get("fraud.request_id", "")
+        log.error(
+            "request failed", request_id=request_id, error_type=type(exc).__name__, error=str(exc)[:300]
+        )
+        return JSONResponse({"error": f"internal error; request id {request_id}"}, status_code=500)
+
+    app.add_exception_handler(Exception, internal_error)
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a line per request otherwise
+    return RequestGuard(app, service.settings)
+
+
+# ----------------------------------------------------------------------------------------- run
+
+
+def run_server(service: ScoringService) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code (0, or 1 when the model could not be loaded)."""
+    import uvicorn
+
+    # A short GIL switch interval: the event loop and the scoring thread hand over often, and the
+    # default 5 ms would be added to single-row latency.
+    sys.setswitchinterval(0.0005)
+    guarded = build_app(service)
+    settings = service.settings
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service.shutting_down = True  # readiness answers 503 from now on
+            super().handle_exit(sig, frame)
+
+        async def serve(self, sockets: Any = None) -> None:
+            async def load() -> None:
+                try:
+                    await service.start()
+                except FraudDetectionError as err:
+                    service.load_failed = True
+                    log.error("model refused at start-up; stopping", reason=str(err)[:500])
+                    self.should_exit = True
+                    return
+                await service.poll_reloads()
+
+            loader = asyncio.create_task(load())
+            try:
+                await super().serve(sockets)
+            finally:
+                loader.cancel()
+                service.shutting_down = True
+                await asyncio.get_running_loop().run_in_executor(None, service.close)
+
+    config = uvicorn.Config(
+        guarded,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=int(settings.grace_period_s),
+        limit_concurrency=settings.max_concurrency,
+        server_header=False,
+    )
+    server = Server(config)
+    server.run()
+    return 1 if service.load_failed else 0
+
+
+def make_service(
+    model_uri: str,
+    settings: ServingSettings,
+    *,
+    contract: Any,
+    store: Any = None,
+    public_key: Path | None = None,
+    events_dir: Path | None = None,
+) -> ScoringService:
+    """The service for ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a bundle
+    folder); the model itself is loaded by :meth:`ScoringService.start`."""
+    from fraud_detection.models.registry import ModelRef, alias_version, resolve_model
+
+    ref = ModelRef.parse(model_uri)
+
+    def load_scorer() -> FraudScorer:
+        model = resolve_model(model_uri, public_key=public_key)
+        scorer = FraudScorer(model, store)
+        warm_up(scorer)
+        return scorer
+
+    current_version = None
+    if ref.alias is not None:
+        name, alias = ref.name, ref.alias
+        assert name is not None
+
+        def current_version() -> str | None:
+            return alias_version(name, alias)
+
+    sink = None
+    if events_dir is not None:
+        sink = PredictionSink(
+            events_dir, max_batches=settings.events_queue, roll_seconds=settings.events_roll_s
+        )
+    return ScoringService(
+        settings=settings,
+        decoder=RequestDecoder(contract, settings.limits()),
+        load_scorer=load_scorer,
+        current_version=current_version,
+        sink=sink,
+    )
+
+
+def warm_up(scorer: FraudScorer) -> None:
+    """One inference through the whole path (store read included) before the model is declared ready."""
+    when = np.datetime64(scorer.bundle.training_window.end, "us").astype(np.int64)
+    batch = TransactionBatch(
+        transaction_id=np.array([0], dtype=np.int64),
+        customer_id=np.array([0], dtype=np.int64),
+        terminal_id=np.array([0], dtype=np.int64),
+        amount=np.array([1.0]),
+        event_us=np.array([when], dtype=np.int64),
+        extra={},
+    )
+    scores = scorer.score(batch)
+    if not 0.0 <= float(scores.probability[0]) <= 1.0:
+        raise FraudDetectionError(f"warm-up inference gave {scores.probability[0]!r}, not a probability")
