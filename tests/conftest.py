@@ -168,3 +168,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="champion to compare --model-uri with in the no-regression test (default: the model "
         "retrained with another seed)",
     )
+
+
+# --- serving: one small served world (bundle + materialised online store) per test worker ----------
+
+
+@pytest.fixture(scope="session")
+def serving_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from tests.serving_support import build_world
+
+    return build_world(tmp_path_factory.mktemp("serving"))
