@@ -450,7 +450,7 @@ def test_slow_store_times_out_and_busy_workers_degrade_at_once(
         release.wait(5)
         raise AssertionError("never answers in time")
 
-    monkeypatch.setattr(handle, "online_read", stuck)
+    monkeypatch.setattr(handle, "read_view", stuck)
     request = request_of(data.transactions.iloc[-1])
     started = time.perf_counter()
     first = store.online_features(handle, request, timeout_s=0.1)
@@ -514,3 +514,31 @@ def test_cli_apply_and_materialize(feature_dir: Path, tmp_path: Path, monkeypatc
     result = runner.invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert "materialised incrementally up to 2018-06-01" in result.output
+
+
+def test_sqlite_reader_equals_feasts_own_online_read(
+    materialized: store.FeatureStoreHandle, data: FeatureData, monkeypatch
+) -> None:
+    """The vectorised SQLite reader decodes Feast's table layout exactly as Feast's provider does
+    (guards against a layout change in a Feast upgrade)."""
+    tx = data.transactions
+    picks = tx.iloc[np.r_[0:5, len(tx) - 200 : len(tx)]]
+    keys = {
+        "customer_windows": (["customer_id"], [np.unique(picks["customer_id"].to_numpy())]),
+        "terminal_windows": (["terminal_id"], [np.unique(picks["terminal_id"].to_numpy())]),
+        "customer_terminal_usage": (
+            ["customer_id", "terminal_id"],
+            [picks["customer_id"].to_numpy(), picks["terminal_id"].to_numpy()],
+        ),
+    }
+    keys["customer_windows"][1][0][0] = 10**9  # an unknown entity among known ones
+    fast = store._read_views(materialized, keys)
+    monkeypatch.setattr(store, "_sqlite_path", lambda config: None)  # Feast's provider path
+    reference = store._read_views(materialized, keys)
+
+    assert set(fast) == set(reference)
+    for view, (values, seen) in reference.items():
+        np.testing.assert_array_equal(fast[view][0], values, err_msg=view)
+        np.testing.assert_array_equal(fast[view][1], seen, err_msg=view)
+    assert np.isnan(fast["customer_windows"][0][0]).all()
+    assert not np.isnan(fast["terminal_windows"][0]).any()

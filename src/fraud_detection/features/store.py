@@ -181,6 +181,7 @@ class FeatureStoreHandle:
     _pool: _DeadlinePool | None = field(default=None, repr=False)
     _slots: threading.BoundedSemaphore | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _sqlite: threading.local = field(default_factory=threading.local, repr=False)
 
     @property
     def config(self) -> FeatureConfig:
@@ -199,15 +200,38 @@ class FeatureStoreHandle:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def online_read(self, view_name: str, entity_keys: list[Any], features: list[str]) -> list[Any]:
-        """One batched read of a view through Feast's provider: ``(event time, {feature: Value})`` or
-        ``(None, None)`` per entity key (SQLite: one query; Redis: one pipeline)."""
-        return self.feast._get_provider().online_read(  # Feast's own read, without the response building
+    def read_view(
+        self, view_name: str, join_keys: list[str], columns: list[np.ndarray], features: list[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One batched online read of a view for unique entity keys (``columns``: one id array per
+        join key): (values [n, n_features], NaN rows for unknown entities; event time in epoch
+        seconds [n], NaN when unknown).
+
+        The embedded SQLite store is read with one SQL query and the values decoded vectorised
+        (:func:`_read_sqlite_view`); any other store through Feast's provider (``online_read``:
+        one Redis pipeline, ...), which decodes each value in Python.
+        """
+        keys = _entity_keys(join_keys, columns)
+        path = _sqlite_path(self.feast.config)
+        if path is not None:
+            return _read_sqlite_view(self, path, view_name, keys, features)
+        rows = self.feast._get_provider().online_read(  # Feast's own read, without the response building
             config=self.feast.config,
             table=self.definitions.views[view_name],
-            entity_keys=entity_keys,
-            requested_features=features,
+            entity_keys=keys,
+            requested_features=list(features),  # a copy: the Redis store appends its timestamp key
         )
+        values = np.full((len(rows), len(features)), np.nan)
+        seen = np.full(len(rows), np.nan)
+        for i, (ts, row) in enumerate(rows):
+            if row is None or ts is None:
+                continue
+            vector = [_proto_float(row[name]) if name in row else None for name in features]
+            if any(v is None for v in vector):
+                continue
+            values[i] = vector
+            seen[i] = _utc(ts).timestamp()
+        return values, seen
 
     def _workers(self) -> tuple[_DeadlinePool, threading.BoundedSemaphore]:
         with self._lock:
@@ -739,27 +763,74 @@ def _proto_float(value: Any) -> float | None:
 def _read_views(
     handle: FeatureStoreHandle, keys: dict[str, tuple[list[str], list[np.ndarray]]]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per batch view: (values [n_unique, n_features] with NaN for unknown entities, event time in
-    seconds [n_unique], NaN when unknown), for the unique entity keys given per view."""
-    out = {}
-    for view_name, features in handle.definitions.view_features().items():
-        if view_name not in handle.definitions.views:
-            continue  # the on-demand view: computed here from the request, not read
-        join_keys, columns = keys[view_name]
-        # a copy: the Redis store appends its timestamp key to the list it is given
-        rows = handle.online_read(view_name, _entity_keys(join_keys, columns), list(features))
-        values = np.full((len(rows), len(features)), np.nan)
-        seen = np.full(len(rows), np.nan)
-        for i, (ts, row) in enumerate(rows):
-            if row is None or ts is None:
-                continue
-            vector = [_proto_float(row[name]) if name in row else None for name in features]
-            if any(v is None for v in vector):
-                continue
-            values[i] = vector
-            seen[i] = _utc(ts).timestamp()
-        out[view_name] = (values, seen)
-    return out
+    """:meth:`FeatureStoreHandle.read_view` of every batch view of the service."""
+    return {
+        view_name: handle.read_view(view_name, *keys[view_name], features)
+        for view_name, features in handle.definitions.view_features().items()
+        if view_name in handle.definitions.views  # not the on-demand view: computed from the request
+    }
+
+
+_DOUBLE_TAG = 0x29  # Feast's Value proto: double_val is field 5, 64-bit wire type
+
+
+def _read_sqlite_view(
+    handle: FeatureStoreHandle, path: str, view_name: str, keys: list[Any], features: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feast's SQLite online table (one row per entity key and feature, the value a serialised
+    ``Value`` proto) read with one query; doubles decoded with numpy, anything else by protobuf.
+
+    The keys are serialised by Feast's own function, and a test checks this reader against
+    Feast's ``online_read`` on the same store, so a change of Feast's layout fails loudly.
+    """
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import compute_table_id
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    conn = getattr(handle._sqlite, "conn", None)
+    if conn is None:  # one read-only connection per worker thread
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        handle._sqlite.conn = conn
+    version = handle.feast.config.entity_key_serialization_version
+    blobs = [serialize_entity_key(key, entity_key_serialization_version=version) for key in keys]
+    position = {blob: i for i, blob in enumerate(dict.fromkeys(blobs))}  # unique keys, first-seen order
+    expand = np.fromiter((position[blob] for blob in blobs), np.int64, len(blobs))
+    table = compute_table_id(handle.feast.project, handle.definitions.views[view_name], False)
+    wanted = {name: j for j, name in enumerate(features)}
+    rows = conn.execute(
+        f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" '
+        f"WHERE entity_key IN ({','.join('?' * len(position))})",
+        list(position),
+    ).fetchall()
+    values = np.full((len(position), len(features)), np.nan)
+    seen = np.full(len(position), np.nan)
+    if not rows:
+        return values[expand], seen[expand]
+    entity, feature, raw, event = zip(*rows, strict=True)
+    entity_index = np.fromiter((position[e] for e in entity), np.int64, len(rows))
+    feature_index = np.fromiter((wanted.get(f, -1) for f in feature), np.int64, len(rows))
+    decoded = np.full(len(rows), np.nan)
+    is_double = np.fromiter((len(b) == 9 and b[0] == _DOUBLE_TAG for b in raw), bool, len(rows))
+    if is_double.any():
+        packed = np.frombuffer(b"".join(b for b, d in zip(raw, is_double, strict=True) if d), dtype=np.uint8)
+        decoded[is_double] = packed.reshape(-1, 9)[:, 1:].copy().view("<f8").reshape(-1)
+    for i in np.flatnonzero(~is_double):
+        number = _proto_float(Value.FromString(raw[i]))
+        decoded[i] = np.nan if number is None else number
+    keep = feature_index >= 0
+    values[entity_index[keep], feature_index[keep]] = decoded[keep]
+    times = np.array([_epoch_seconds(t) for t in event])
+    seen[entity_index] = times
+    incomplete = np.isnan(values).any(axis=1)  # a missing (or null) feature: the entity is unknown
+    values[incomplete] = np.nan
+    seen[incomplete] = np.nan
+    return values[expand], seen[expand]
+
+
+def _epoch_seconds(value: Any) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    return _utc(dt.datetime.fromisoformat(str(value))).timestamp()
 
 
 def _call_with_deadline(
