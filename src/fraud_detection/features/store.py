@@ -177,6 +177,8 @@ class FeatureStoreHandle:
     definitions: FeatureDefinitions
     feature_dir: Path
     max_in_flight: int = 4
+    online_timeout_s: float = 0.05
+    """The online read deadline the settings give (per 100 transactions, for the scorer)."""
     _service: FeatureService | None = field(default=None, repr=False)
     _pool: _DeadlinePool | None = field(default=None, repr=False)
     _slots: threading.BoundedSemaphore | None = field(default=None, repr=False)
@@ -357,6 +359,7 @@ def open_store(
         definitions=definitions,
         feature_dir=feature_dir,
         max_in_flight=settings.online_max_in_flight,
+        online_timeout_s=settings.online_timeout_s,
     )
 
 
