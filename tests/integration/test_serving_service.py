@@ -1,0 +1,183 @@
+"""The scoring service without HTTP: micro-batching, the prediction event sink, the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from prometheus_client import REGISTRY
+
+from fraud_detection.inference.events import PredictionSink
+from fraud_detection.inference.requests import ScoreParameters
+from tests.serving_support import inprocess_service, v1_body
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def service(serving_world):  # type: ignore[no-untyped-def]
+    return inprocess_service(serving_world)
+
+
+def batch_of(service, rows):  # type: ignore[no-untyped-def]
+    return service.decoder.decode_v1(orjson.dumps(v1_body(rows)))[0]
+
+
+def test_concurrent_requests_are_merged_into_fewer_model_calls_with_the_same_answers(
+    service, serving_world, monkeypatch
+) -> None:
+    rows = serving_world.rows(16)
+    alone = [service.scorer.score(batch_of(service, [row])).probability[0] for row in rows]
+    calls: list[int] = []
+    original = type(service.scorer).score
+
+    def counting(self, batch, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(batch))
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(type(service.scorer), "score", counting)
+
+    async def many() -> list[float]:
+        answers = await asyncio.gather(
+            *(
+                service.score(batch_of(service, [row]), ScoreParameters(), f"r{i}")
+                for i, row in enumerate(rows)
+            )
+        )
+        return [scores.probability[0] for _, scores in answers]
+
+    together = asyncio.run(many())
+
+    assert together == alone  # bitwise: batch composition does not change a score
+    assert sum(calls) == 16
+    assert len(calls) < 16, f"16 concurrent requests made {len(calls)} model calls"
+
+
+def test_micro_batching_off_scores_each_request_alone(serving_world, monkeypatch) -> None:
+    service = inprocess_service(serving_world, batch_wait_ms=-1)
+    calls: list[int] = []
+    original = type(service.scorer).score
+
+    def counting(self, batch, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(batch))
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(type(service.scorer), "score", counting)
+    rows = serving_world.rows(4)
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(service.score(batch_of(service, [row]), ScoreParameters(), "r") for row in rows)
+        )
+
+    asyncio.run(many())
+    assert calls == [1, 1, 1, 1]
+
+
+def test_scores_update_the_prometheus_metrics(service, serving_world) -> None:
+    version = service.scorer.version
+
+    def predictions() -> float:
+        return sum(
+            REGISTRY.get_sample_value("fraud_predictions_total", {"model_version": version, "decision": d})
+            or 0.0
+            for d in ("alert", "pass")
+        )
+
+    before = predictions()
+    asyncio.run(service.score(batch_of(service, serving_world.rows(5)), ScoreParameters(), "m"))
+    assert predictions() == before + 5
+    assert REGISTRY.get_sample_value("fraud_score_count") >= 5
+    assert (
+        REGISTRY.get_sample_value(
+            "fraud_model_info",
+            {"model_name": "fraud-detector", "model_version": version, "digest": service.scorer.model.digest},
+        )
+        == 1.0
+    )
+
+
+def test_unknown_entities_are_scored_with_defaults_and_flagged_degraded(service, serving_world) -> None:
+    row = {**serving_world.rows(1)[0], "customer_id": 10**12, "terminal_id": 10**12}
+    scores = service.scorer.score(batch_of(service, [row]))
+    assert scores.degraded.tolist() == [True]
+    assert any("unknown entity" in reason for reason in scores.degraded_reasons[0])
+    assert 0.0 <= scores.probability[0] <= 1.0
+
+
+# --- the prediction event sink ------------------------------------------------------------------
+
+
+def test_sink_writes_events_with_features_and_never_payload_extras(
+    service, serving_world, tmp_path: Path
+) -> None:
+    sink = PredictionSink(tmp_path / "events", roll_seconds=60)
+    batch = batch_of(service, serving_world.rows(7))
+    scores = service.scorer.score(batch)
+    assert sink.submit(
+        ["req-1"] * 7, batch, scores, service.scorer.version, service.scorer.bundle.feature_names
+    )
+    sink.close()
+
+    files = sorted((tmp_path / "events").glob("events-*.parquet"))
+    assert len(files) == 1
+    events = pd.read_parquet(files[0])
+    assert len(events) == 7
+    assert events["transaction_id"].tolist() == batch.transaction_id.tolist()
+    np.testing.assert_array_equal(events["score"].to_numpy(), scores.probability)
+    assert set(events["model_version"]) == {service.scorer.version}
+    assert [c for c in events.columns if c.startswith("f_")] == [
+        f"f_{n}" for n in service.scorer.bundle.feature_names
+    ]
+    assert not list((tmp_path / "events").glob("*.tmp*"))  # atomic: no temp file left behind
+
+
+def test_full_sink_drops_and_counts_without_blocking(
+    service, serving_world, tmp_path: Path, monkeypatch
+) -> None:
+    import fraud_detection.inference.events as events_module
+
+    release = __import__("threading").Event()
+    real_frame = events_module._frame
+
+    def slow_frame(item):  # type: ignore[no-untyped-def]
+        release.wait(5)  # the writer is stuck: the queue fills up
+        return real_frame(item)
+
+    monkeypatch.setattr(events_module, "_frame", slow_frame)
+    sink = PredictionSink(tmp_path / "events", max_batches=2, roll_seconds=60)
+    batch = batch_of(service, serving_world.rows(3))
+    scores = service.scorer.score(batch)
+    dropped_before = REGISTRY.get_sample_value("fraud_prediction_events_dropped_total") or 0.0
+
+    started = time.perf_counter()
+    accepted = [
+        sink.submit(["r"] * 3, batch, scores, "v", service.scorer.bundle.feature_names) for _ in range(10)
+    ]
+    elapsed = time.perf_counter() - started
+    release.set()
+    sink.close()
+
+    assert accepted.count(True) <= 3  # the queue (2) plus the one the writer holds
+    assert accepted.count(False) >= 7
+    assert elapsed < 1.0  # never waited on the stuck writer
+    dropped = (REGISTRY.get_sample_value("fraud_prediction_events_dropped_total") or 0.0) - dropped_before
+    assert dropped == 3 * accepted.count(False)
+
+
+def test_sink_rolls_files_by_time(service, serving_world, tmp_path: Path) -> None:
+    sink = PredictionSink(tmp_path / "events", roll_seconds=0.2)
+    batch = batch_of(service, serving_world.rows(2))
+    scores = service.scorer.score(batch)
+    sink.submit(["a", "a"], batch, scores, "v", service.scorer.bundle.feature_names)
+    time.sleep(0.6)
+    sink.submit(["b", "b"], batch, scores, "v", service.scorer.bundle.feature_names)
+    sink.close()
+    files = sorted((tmp_path / "events").glob("events-*.parquet"))
+    assert len(files) == 2
+    assert [pd.read_parquet(f)["request_id"].iloc[0] for f in files] == ["a", "b"]
