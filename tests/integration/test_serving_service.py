@@ -24,6 +24,19 @@ def service(serving_world):  # type: ignore[no-untyped-def]
     return inprocess_service(serving_world)
 
 
+def count_model_calls(service, monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """Rows per model call, recorded from now on."""
+    calls: list[int] = []
+    original = type(service.scorer).score
+
+    def counting(self, batch, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(batch))
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(type(service.scorer), "score", counting)
+    return calls
+
+
 def batch_of(service, rows):  # type: ignore[no-untyped-def]
     return service.decoder.decode_v1(orjson.dumps(v1_body(rows)))[0]
 
@@ -33,14 +46,7 @@ def test_concurrent_requests_are_merged_into_fewer_model_calls_with_the_same_ans
 ) -> None:
     rows = serving_world.rows(16)
     alone = [service.scorer.score(batch_of(service, [row])).probability[0] for row in rows]
-    calls: list[int] = []
-    original = type(service.scorer).score
-
-    def counting(self, batch, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(len(batch))
-        return original(self, batch, **kwargs)
-
-    monkeypatch.setattr(type(service.scorer), "score", counting)
+    calls = count_model_calls(service, monkeypatch)
 
     async def many() -> list[float]:
         answers = await asyncio.gather(
@@ -60,14 +66,7 @@ def test_concurrent_requests_are_merged_into_fewer_model_calls_with_the_same_ans
 
 def test_micro_batching_off_scores_each_request_alone(serving_world, monkeypatch) -> None:
     service = inprocess_service(serving_world, batch_wait_ms=-1)
-    calls: list[int] = []
-    original = type(service.scorer).score
-
-    def counting(self, batch, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(len(batch))
-        return original(self, batch, **kwargs)
-
-    monkeypatch.setattr(type(service.scorer), "score", counting)
+    calls = count_model_calls(service, monkeypatch)
     rows = serving_world.rows(4)
 
     async def many() -> None:
