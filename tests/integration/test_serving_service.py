@@ -142,14 +142,14 @@ def test_full_sink_drops_and_counts_without_blocking(
     import fraud_detection.inference.events as events_module
 
     release = __import__("threading").Event()
-    real_frame = events_module._frame
+    real_bytes = events_module.parquet_bytes
 
-    def slow_frame(item):  # type: ignore[no-untyped-def]
-        release.wait(5)  # the writer is stuck: the queue fills up
-        return real_frame(item)
+    def stuck_write(frame):  # type: ignore[no-untyped-def]
+        release.wait(5)  # the writer is stuck in its first file: the queue fills up
+        return real_bytes(frame)
 
-    monkeypatch.setattr(events_module, "_frame", slow_frame)
-    sink = PredictionSink(tmp_path / "events", max_batches=2, roll_seconds=60)
+    monkeypatch.setattr(events_module, "parquet_bytes", stuck_write)
+    sink = PredictionSink(tmp_path / "events", max_batches=2, roll_seconds=0.001)
     batch = batch_of(service, serving_world.rows(3))
     scores = service.scorer.score(batch)
     dropped_before = REGISTRY.get_sample_value("fraud_prediction_events_dropped_total") or 0.0

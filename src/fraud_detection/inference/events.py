@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ class PredictionSink:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.roll_seconds = roll_seconds
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_batches)
-        self._pending: list[pd.DataFrame] = []
+        self._pending: list[_Item] = []
         self._window_start = time.monotonic()
         self._sequence = 0
         self.dropped = 0
@@ -90,11 +91,7 @@ class PredictionSink:
                 self._flush()
                 return
             if item:
-                try:
-                    self._pending.append(_frame(item))
-                except Exception:  # a bad event must not stop the log; it is counted as dropped
-                    logger.exception("prediction event could not be recorded")
-                    metrics.EVENTS_DROPPED.inc(len(item.batch))
+                self._pending.append(item)  # kept as arrays: one table per file, built at flush
             if time.monotonic() - self._window_start >= self.roll_seconds:
                 self._flush()
 
@@ -102,8 +99,14 @@ class PredictionSink:
         self._window_start = time.monotonic()
         if not self._pending:
             return
-        frame = pd.concat(self._pending, ignore_index=True)
-        self._pending = []
+        items, self._pending = self._pending, []
+        n_rows = sum(len(item.batch) for item in items)
+        try:
+            frame = _frame(items)
+        except Exception:  # a bad event must not stop the log; its rows are counted as dropped
+            logger.exception("prediction events could not be recorded")
+            metrics.EVENTS_DROPPED.inc(n_rows)
+            return
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         self._sequence += 1
         path = self.out_dir / f"events-{stamp}-{self._sequence:06d}.parquet"
@@ -111,29 +114,39 @@ class PredictionSink:
             atomic_write_bytes(path, parquet_bytes(frame))
         except OSError:
             logger.exception("prediction events could not be written to %s", path)
-            metrics.EVENTS_DROPPED.inc(len(frame))
+            metrics.EVENTS_DROPPED.inc(n_rows)
             return
-        metrics.EVENTS_WRITTEN.inc(len(frame))
+        metrics.EVENTS_WRITTEN.inc(n_rows)
 
 
-def _frame(item: _Item) -> pd.DataFrame:
-    batch, scores = item.batch, item.scores
+def _frame(items: list[_Item]) -> pd.DataFrame:
+    """One table of the events of ``items`` (columns concatenated once, not a frame per batch)."""
+
+    def column(get: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(get(item)) for item in items])
+
     frame = pd.DataFrame(
         {
-            "request_id": item.request_ids,
-            "transaction_id": batch.transaction_id,
-            "event_timestamp": pd.to_datetime(batch.event_us, unit="us"),
-            "customer_id": batch.customer_id,
-            "terminal_id": batch.terminal_id,
-            "amount": batch.amount,
-            "score": scores.probability,
-            "decision": scores.decision,
-            "degraded": scores.degraded,
-            "model_version": item.model_version,
-            "scored_at": pd.Timestamp(item.scored_at).tz_localize(None),
+            "request_id": [rid for item in items for rid in item.request_ids],
+            "transaction_id": column(lambda i: i.batch.transaction_id),
+            "event_timestamp": pd.to_datetime(column(lambda i: i.batch.event_us), unit="us"),
+            "customer_id": column(lambda i: i.batch.customer_id),
+            "terminal_id": column(lambda i: i.batch.terminal_id),
+            "amount": column(lambda i: i.batch.amount),
+            "score": column(lambda i: i.scores.probability),
+            "decision": column(lambda i: i.scores.decision),
+            "degraded": column(lambda i: i.scores.degraded),
+            "model_version": [item.model_version for item in items for _ in range(len(item.batch))],
+            "scored_at": pd.to_datetime(
+                [item.scored_at.replace(tzinfo=None) for item in items for _ in range(len(item.batch))]
+            ),
         }
     )
-    features = pd.DataFrame(
-        np.asarray(scores.features, dtype=np.float64), columns=[f"f_{name}" for name in item.feature_names]
-    )
-    return pd.concat([frame, features], axis=1)
+    names = items[0].feature_names
+    same = [item for item in items if item.feature_names == names]
+    if len(same) != len(items):  # a reload changed the model's features within one file
+        return pd.concat(
+            [_frame(same), _frame([i for i in items if i.feature_names != names])], ignore_index=True
+        )
+    features = np.concatenate([np.asarray(item.scores.features, dtype=np.float64) for item in items])
+    return pd.concat([frame, pd.DataFrame(features, columns=[f"f_{name}" for name in names])], axis=1)
