@@ -799,7 +799,6 @@ def _read_sqlite_view(
     position = {blob: i for i, blob in enumerate(dict.fromkeys(blobs))}  # unique keys, first-seen order
     expand = np.fromiter((position[blob] for blob in blobs), np.int64, len(blobs))
     table = compute_table_id(handle.feast.project, handle.definitions.views[view_name], False)
-    wanted = {name: j for j, name in enumerate(features)}
     rows = conn.execute(
         f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" '
         f"WHERE entity_key IN ({','.join('?' * len(position))})",
@@ -810,19 +809,26 @@ def _read_sqlite_view(
     if not rows:
         return values[expand], seen[expand]
     entity, feature, raw, event = zip(*rows, strict=True)
-    entity_index = np.fromiter((position[e] for e in entity), np.int64, len(rows))
-    feature_index = np.fromiter((wanted.get(f, -1) for f in feature), np.int64, len(rows))
+    # index lookups in pandas' hash tables and byte gathers in numpy: no Python loop per value
+    entity_index = pd.Index(list(position)).get_indexer(entity)
+    feature_index = pd.Index(features).get_indexer(feature)
+    lengths = np.fromiter(map(len, raw), np.int64, len(rows))
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    packed = np.frombuffer(b"".join(raw), dtype=np.uint8)
+    is_double = (lengths == 9) & (packed[starts] == _DOUBLE_TAG)
     decoded = np.full(len(rows), np.nan)
-    is_double = np.fromiter((len(b) == 9 and b[0] == _DOUBLE_TAG for b in raw), bool, len(rows))
     if is_double.any():
-        packed = np.frombuffer(b"".join(b for b, d in zip(raw, is_double, strict=True) if d), dtype=np.uint8)
-        decoded[is_double] = packed.reshape(-1, 9)[:, 1:].copy().view("<f8").reshape(-1)
-    for i in np.flatnonzero(~is_double):
+        gather = starts[is_double][:, None] + np.arange(1, 9)
+        decoded[is_double] = np.ascontiguousarray(packed[gather]).view("<f8").reshape(-1)
+    for i in np.flatnonzero(~is_double):  # integers (varint) and anything else: protobuf
         number = _proto_float(Value.FromString(raw[i]))
         decoded[i] = np.nan if number is None else number
     keep = feature_index >= 0
     values[entity_index[keep], feature_index[keep]] = decoded[keep]
-    times = np.array([_epoch_seconds(t) for t in event])
+    try:
+        times = np.asarray(event, dtype=np.float64)  # Feast stores epoch seconds
+    except (TypeError, ValueError):
+        times = np.array([_epoch_seconds(t) for t in event])
     seen[entity_index] = times
     incomplete = np.isnan(values).any(axis=1)  # a missing (or null) feature: the entity is unknown
     values[incomplete] = np.nan
