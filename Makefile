@@ -22,8 +22,10 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# --compile-bytecode: imports read .pyc files written once here, even where PYTHONDONTWRITEBYTECODE is
+# set (as on CI); without them every server and CLI start compiles kserve, feast and mlflow again.
 $(VENV)/.synced: pyproject.toml uv.lock | $(if $(UV_ON_PATH),,.tools/bin/uv)
-	$(UV) sync --locked --all-extras --python "$(PYTHON)"
+	$(UV) sync --locked --all-extras --compile-bytecode --python "$(PYTHON)"
 	@touch $@
 
 install: $(VENV)/.synced
