@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
+import importlib.metadata
 import json
 import os
+import platform
+import re
 import signal
 import socket
 import subprocess
@@ -284,3 +287,31 @@ def v2_body(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 def utc_now_iso(offset: dt.timedelta = dt.timedelta(0)) -> str:
     return (dt.datetime.now(dt.UTC) + offset).isoformat()
+
+
+_INPROCESS_APPS: dict[Path, tuple[Any, Any]] = {}
+
+
+def inprocess_app(world: ServingWorld) -> tuple[Any, Any]:
+    """``(service, ASGI app)`` over ``world`` without a socket, built once per process and shared:
+    :func:`~fraud_detection.inference.server.build_app` mutates KServe's module-level FastAPI app,
+    so a second call in one process would stack a second set of routes on it."""
+    if world.root not in _INPROCESS_APPS:
+        if _INPROCESS_APPS:
+            raise RuntimeError("inprocess_app serves one world per process (KServe has one app)")
+        from fraud_detection.inference.server import build_app
+
+        service = inprocess_service(world)
+        _INPROCESS_APPS[world.root] = (service, build_app(service))
+    return _INPROCESS_APPS[world.root]
+
+
+# S5: what no response body may contain: stack traces, filesystem paths, exception class names,
+# and the names and versions of the libraries serving it
+_STACK = ("kserve", "fastapi", "starlette", "uvicorn", "pydantic", "orjson", "xgboost", "feast", "numpy")
+_VERSIONS = sorted({importlib.metadata.version(name) for name in _STACK} | {platform.python_version()})
+LEAKS = re.compile(
+    r"Traceback|/__w/|site-packages|File \"|Error:|Exception|NoneType|/work/|/tmp/|/home/|/usr/"
+    r"|\b[A-Z]\w*(?:Error|Exception)\b|(?i:python|" + "|".join(_STACK) + ")"
+    r"|(?<![\d.])(?:" + "|".join(re.escape(v) for v in _VERSIONS) + r")(?![\d.])"
+)

@@ -625,9 +625,9 @@ def score(
     loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
     from fraud_detection.data.ingest import validate_dataset
     from fraud_detection.inference.scoring import score_transactions, write_scores
-    from fraud_detection.models.registry import resolve_model
+    from fraud_detection.models.registry import ModelRef, resolve_model
 
-    if model.startswith("models:/"):
+    if _run(lambda: ModelRef.parse(model)).name is not None:  # a bad URI: refused before the store opens
         _, handle = _open_tracking()
         resolved = _tracked(handle, lambda: resolve_model(model, public_key=settings.model_public_key))
     else:
@@ -828,9 +828,17 @@ def serve(
     events_dir: Annotated[
         Path | None, typer.Option(help="Prediction event log folder; default <FRAUD_DATA_DIR>/predictions.")
     ] = None,
+    expected_digest: Annotated[
+        str | None,
+        typer.Option(
+            help="Pin the bundle digest (sha256 of its manifest.json; the registry's bundle_sha256 tag): "
+            "any other bundle is refused at start-up and at reload \\[default: FRAUD_MODEL_DIGEST]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the model as KServe model `fraud-detector` (V1 and V2 protocols) until SIGTERM."""
     import os
+    import re
 
     from pydantic import ValidationError
 
@@ -838,28 +846,38 @@ def serve(
     from fraud_detection.data.contract import load_contract
 
     settings = _settings()
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # Forced, not defaulted: nothing the server loads is a pickle, whatever the environment says.
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    digest = expected_digest or settings.model_digest
+    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise _fail(f"--expected-digest {digest!r} is not a sha256 digest (64 lowercase hex digits)", 2)
     # kserve parses sys.argv when imported: our options must not reach it.
     sys.argv = sys.argv[:1]
     from fraud_detection.inference.server import ServingSettings, make_service, run_server
+    from fraud_detection.models.registry import ModelRef
 
     try:
         serving = ServingSettings(host=host, port=port)
     except ValidationError as err:
         raise _fail(f"invalid server settings: {format_validation_error(err)}", 2) from None
+    # A model URI that is not understood is refused before any file or registry is touched (S6).
+    ref = _run(lambda: ModelRef.parse(model))
     loaded_contract = _run(lambda: load_contract(contract, settings.contracts_dir))
     store = None
     if features_dir is not None:
         _, store = _open_feature_store(features_dir, feature_config)
-    if model.startswith("models:/"):
+    if ref.name is not None:
         _open_tracking()
-    service = make_service(
-        model,
-        serving,
-        contract=loaded_contract,
-        store=store,
-        public_key=settings.model_public_key,
-        events_dir=events_dir or serving.events_dir or settings.data_dir / "predictions",
+    service = _run(
+        lambda: make_service(
+            model,
+            serving,
+            contract=loaded_contract,
+            store=store,
+            public_key=settings.model_public_key,
+            expected_digest=digest,
+            events_dir=events_dir or serving.events_dir or settings.data_dir / "predictions",
+        )
     )
     code = run_server(service)
     if store is not None:

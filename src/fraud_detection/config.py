@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     )
     mlflow_artifact_root: str | None = None  # default: under data_dir, unless a tracking server decides
     model_public_key: Path | None = None  # set: every bundle must carry a valid signature (production)
+    # set: `fraud serve` refuses any bundle whose digest (sha256 of its manifest.json) differs
+    model_digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
 

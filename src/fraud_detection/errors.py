@@ -67,7 +67,16 @@ class FeatureStoreError(FraudDetectionError):
 
 class ArtifactError(FraudDetectionError):
     """A saved model or transformer is missing, unreadable, fails its checksum, or asks to load an
-    untrusted type (nothing is ever unpickled)."""
+    untrusted type (nothing is ever unpickled).
+
+    ``bundle`` and ``digest`` name the refused bundle folder and its digest (sha256 of its
+    ``manifest.json``) where they are known: the model server's refusal audit line carries them.
+    """
+
+    def __init__(self, message: str, *, bundle: str | None = None, digest: str | None = None) -> None:
+        super().__init__(message)
+        self.bundle = bundle
+        self.digest = digest
 
 
 class SplitError(FraudDetectionError):

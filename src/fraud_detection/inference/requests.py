@@ -23,6 +23,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -104,7 +105,20 @@ def _timestamp(value: str) -> dt.datetime:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("expected an ISO 8601 date-time such as 2018-09-30T12:00:00Z") from None
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00: before year 1 in UTC (a 500 otherwise)
+        raise ValueError("is out of range in UTC; expected a date-time between years 1 and 9999") from None
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON number of integral value is that integer (to JSON Schema, ``2.0`` is the integer
+    ``2``) where a double spells it exactly; anything else is left to the strict check."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
 
 
 def _column_type(spec: Any, limits: RequestLimits) -> Any:
@@ -114,9 +128,9 @@ def _column_type(spec: Any, limits: RequestLimits) -> Any:
     if spec.dtype == DType.INT64:
         constraints: dict[str, Any] = {"ge": int(low) if low is not None else -INT64_MAX - 1}
         constraints["le"] = int(high) if high is not None else INT64_MAX
-        kind: Any = Annotated[int, Field(strict=True, **constraints)]
+        kind: Any = Annotated[int, Field(strict=True, **constraints), BeforeValidator(_whole_number)]
         if spec.allowed is not None:
-            kind = Literal[tuple(spec.allowed)]
+            kind = Annotated[Literal[tuple(spec.allowed)], BeforeValidator(_whole_number)]
     elif spec.dtype == DType.FLOAT64:
         constraints = {k: v for k, v in (("ge", low), ("le", high)) if v is not None}
         # strict float still takes a JSON integer (120 for 120.0), never a string or a boolean
@@ -159,7 +173,10 @@ class V2Input(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     name: _Name
-    shape: Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX)]], Field(min_length=1, max_length=2)]
+    shape: Annotated[
+        list[Annotated[int, Field(ge=0, le=INT64_MAX), BeforeValidator(_whole_number)]],
+        Field(min_length=1, max_length=2),
+    ]
     datatype: (
         Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"]
         | Literal["FP16", "FP32", "FP64", "BYTES"]
@@ -184,7 +201,7 @@ class ScoreParameters(BaseModel):
 
     explain: bool = False
     """Return each row's top reasons (XGBoost ``pred_contribs``)."""
-    top_reasons: Annotated[int, Field(ge=1, le=10)] = 3
+    top_reasons: Annotated[int, Field(ge=1, le=10), BeforeValidator(_whole_number)] = 3
 
 
 _PARAMETERS = TypeAdapter(ScoreParameters)
@@ -283,7 +300,7 @@ class RequestDecoder:
         payload = self.parse_json(body)
         if not isinstance(payload, dict):
             raise InvalidRequest(
-                f"request body is a JSON {type(payload).__name__}; expected an object with 'instances'"
+                f"request body is a JSON {_json_kind(payload)}; expected an object with 'instances'"
             )
         unknown = sorted(set(payload) - {"instances", "parameters"})
         if unknown:
@@ -307,7 +324,7 @@ class RequestDecoder:
         payload = self.parse_json(body)
         if not isinstance(payload, dict):
             raise InvalidRequest(
-                f"request body is a JSON {type(payload).__name__}; expected an object with 'inputs'"
+                f"request body is a JSON {_json_kind(payload)}; expected an object with 'inputs'"
             )
         try:
             request = V2Request.model_validate(payload)
@@ -436,6 +453,17 @@ def _depth(body: bytes) -> int:
     skeleton = np.frombuffer(_STRING.sub(b'""', body), dtype=np.uint8)
     steps = np.isin(skeleton, _OPENERS).astype(np.int32) - np.isin(skeleton, _CLOSERS)
     return int(np.cumsum(steps).max()) if steps.size else 0
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type (a message names no Python class)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", list: "array"}.get(type(value), "object")
 
 
 def _short(value: Any) -> str:

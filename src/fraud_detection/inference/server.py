@@ -44,9 +44,11 @@ import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraud_detection import __version__
 from fraud_detection.errors import FraudDetectionError
 from fraud_detection.inference import metrics
 from fraud_detection.inference.events import PredictionSink
+from fraud_detection.inference.openapi import openapi_document
 from fraud_detection.inference.requests import (
     InvalidRequest,
     RequestDecoder,
@@ -88,6 +90,9 @@ class ServingSettings(BaseSettings):
     max_concurrency: int = Field(default=512, ge=1)
     """Connections plus requests in flight above which uvicorn answers 503 at once."""
     grace_period_s: float = Field(default=30.0, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a client has to send a request's headers (from connecting, or from the end of the
+    previous response) before its connection is closed: the slowloris guard uvicorn lacks."""
 
     def limits(self) -> RequestLimits:
         return RequestLimits(
@@ -117,6 +122,7 @@ class ScoringService:
     """Resolve, verify and warm up the configured model (blocking; run in a thread)."""
     current_version: Callable[[], str | None] | None = None
     """The version the model URI points at now (registry alias), for hot reload; None for a path."""
+    model_uri: str | None = None
     sink: PredictionSink | None = None
     scorer: FraudScorer | None = None
     shutting_down: bool = False
@@ -172,7 +178,7 @@ class ScoringService:
             except FraudDetectionError as err:
                 self.reload_failed = True
                 metrics.MODEL_RELOADS.labels("failed").inc()
-                log.error("model reload failed, still serving the previous model", reason=str(err)[:500])
+                log.error("model reload failed, still serving the previous model", **self.refusal(err))
                 return False
             self.reload_failed = False
             if self.scorer is not None and scorer.version == self.scorer.version and not force:
@@ -189,6 +195,17 @@ class ScoringService:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):  # a poll must never take the server down
                 await self.reload()
+
+    def refusal(self, err: FraudDetectionError) -> dict[str, Any]:
+        """The audit fields of a refused model: the URI, the bundle folder and its digest (an
+        :class:`~fraud_detection.errors.ArtifactError` names them where known) and the reason,
+        which names the offending file."""
+        return {
+            "model_uri": self.model_uri,
+            "bundle": getattr(err, "bundle", None),
+            "digest": getattr(err, "digest", None),
+            "reason": str(err)[:500],
+        }
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
@@ -460,6 +477,14 @@ class ScoringRoutes:
     async def v2_infer(self, request: Any) -> Any:
         return await self._handle(request, "v2", self.service.decoder.decode_v2, self._answer_v2)
 
+    async def v2_health_ready(self, request: Any) -> Any:
+        """Server readiness. KServe's own route answers 200 as soon as the process is up; this one
+        only once the model is loaded, verified and warmed up, and no longer once shutting down."""
+        request_id = request.scope.get("fraud.request_id") or uuid.uuid4().hex
+        if self.service.ready:
+            return _json_response(200, {"ready": True}, request_id)
+        return _json_response(503, {"ready": False, "error": "the model is not ready"}, request_id)
+
     async def v2_load(self, request: Any) -> Any:
         """KServe's repository ``load``: reload the model now (hot reload on request)."""
         request_id = request.scope.get("fraud.request_id") or uuid.uuid4().hex
@@ -481,8 +506,12 @@ class ScoringRoutes:
 # ---------------------------------------------------------------------------------------- guard
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(InvalidRequest):
+    """A streamed body crossed the cap: an :class:`InvalidRequest`, so the route reading the body
+    answers 413 (FastAPI's error middleware would answer 500 for any other exception)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds the limit of {limit} bytes", 413)
 
 
 class RequestGuard:
@@ -549,12 +578,13 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body)
             return message
 
         try:
             if scope.get("method") == "POST":
-                await asyncio.wait_for(self.app(scope, capped_receive, tracked_send), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):  # no extra task per request, unlike wait_for
+                    await self.app(scope, capped_receive, tracked_send)
             else:
                 await self.app(scope, receive, tracked_send)
         except _BodyTooLarge:
@@ -633,6 +663,7 @@ def build_app(service: ScoringService) -> Any:
     """
     from fastapi.responses import JSONResponse
     from kserve import ModelServer
+    from kserve import errors as kserve_errors
     from kserve.model_server import app
     from kserve.protocol.rest.server import RESTServer
 
@@ -645,6 +676,31 @@ def build_app(service: ScoringService) -> Any:
         ("/v2/repository/models/{model_name}/load", routes.v2_load),
     ):
         app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
+    app.add_route("/v2/health/ready", routes.v2_health_ready, methods=["GET"], include_in_schema=False)
+
+    async def post_only(request: Any) -> Any:  # KServe's GET /v1/models/{model_name} would answer 404
+        request_id = request.scope.get("fraud.request_id", "")
+        response = _json_response(
+            405, {"error": f"method {request.method} not allowed; use POST"}, request_id
+        )
+        response.headers["allow"] = "POST"
+        return response
+
+    for path in ("/v1/models/{model_name}:predict", "/v1/models/{model_name}:explain"):
+        app.add_route(path, post_only, methods=["GET"], include_in_schema=False)
+
+    async def server_metadata(request: Any) -> Any:  # KServe's names itself and its version (S5)
+        payload = {"name": "fraud-detection", "version": __version__, "extensions": []}
+        return _json_response(200, payload, request.scope.get("fraud.request_id", ""))
+
+    async def refuse_unload(request: Any) -> Any:  # KServe's drops the model: readiness 404 for ever
+        message = "unloading the model is not supported; stop the server or move its registry alias"
+        return _json_response(403, {"error": message}, request.scope.get("fraud.request_id", ""))
+
+    app.add_route("/v2", server_metadata, methods=["GET"], include_in_schema=False)
+    app.add_route(
+        "/v2/repository/models/{model_name}/unload", refuse_unload, methods=["POST"], include_in_schema=False
+    )
 
     server = ModelServer(
         http_port=service.settings.port,
@@ -654,6 +710,9 @@ def build_app(service: ScoringService) -> Any:
         enable_latency_logging=False,
     )
     server.register_model(_kserve_model_class()(service.settings.model_name, service))
+    # KServe's app default, ORJSONResponse, is deprecated: a two-line warning (with a library path)
+    # on stderr for every KServe route answered once anything has reset the warning registry
+    app.router.default_response_class = JSONResponse
     RESTServer(
         "kserve.model_server:app", server.dataplane, server.model_repository_extension, http_port=0
     ).create_application()
@@ -666,6 +725,30 @@ def build_app(service: ScoringService) -> Any:
         return JSONResponse({"error": f"internal error; request id {request_id}"}, status_code=500)
 
     app.add_exception_handler(Exception, internal_error)
+    document = openapi_document(service.decoder, service.settings.model_name)  # at /openapi.json
+    app.openapi_schema = document
+    app.openapi = lambda: document  # FastAPI would rebuild its own whenever the routes change
+
+    def rejection(status: int) -> Callable[[Any, Exception], Awaitable[Any]]:
+        async def reject(request: Any, exc: Exception) -> Any:  # KServe's logs a 20-line traceback
+            request_id = request.scope.get("fraud.request_id", "")
+            message = str(exc)[:300]
+            log.info("request rejected", request_id=request_id, status=status, reason=message)
+            return _json_response(status, {"error": message}, request_id)
+
+        return reject
+
+    for error, status in (
+        (kserve_errors.InvalidInput, 400),
+        (kserve_errors.ModelNotFound, 404),
+        (kserve_errors.ModelNotReady, 503),
+        (kserve_errors.ServerNotReady, 503),
+        (kserve_errors.ServerNotLive, 503),
+        (kserve_errors.UnsupportedProtocol, 501),
+        (NotImplementedError, 501),
+    ):
+        app.add_exception_handler(error, rejection(status))
+    app.add_exception_handler(kserve_errors.InferenceError, internal_error)
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a line per request otherwise
     return RequestGuard(app, service.settings)
 
@@ -687,6 +770,10 @@ def run_server(service: ScoringService) -> int:
         def handle_exit(self, sig: int, frame: Any) -> None:
             service.shutting_down = True  # readiness answers 503 from now on
             super().handle_exit(sig, frame)
+            # uvicorn re-raises a caught signal once it has shut down, which ends the process as
+            # killed by SIGTERM (status -15) before the clean-up below and `return 0`: it has done
+            # its job here.
+            getattr(self, "_captured_signals", []).clear()
 
         async def serve(self, sockets: Any = None) -> None:
             async def load() -> None:
@@ -694,7 +781,7 @@ def run_server(service: ScoringService) -> int:
                     await service.start()
                 except FraudDetectionError as err:
                     service.load_failed = True
-                    log.error("model refused at start-up; stopping", reason=str(err)[:500])
+                    log.error("model refused at start-up; stopping", **service.refusal(err))
                     self.should_exit = True
                     return
                 await service.poll_reloads()
@@ -717,10 +804,60 @@ def run_server(service: ScoringService) -> int:
         timeout_graceful_shutdown=int(settings.grace_period_s),
         limit_concurrency=settings.max_concurrency,
         server_header=False,
+        http=_header_deadline_protocol(settings.header_timeout_s),
     )
     server = Server(config)
     server.run()
     return 1 if service.load_failed else 0
+
+
+def _header_deadline_protocol(timeout_s: float) -> type:
+    """uvicorn's httptools protocol with a deadline on each request's headers.
+
+    uvicorn arms no timer while headers arrive (its keep-alive timer runs only between requests
+    and stops at the first byte), so a client sending a byte a second holds its connection, and a
+    ``limit_concurrency`` slot, for ever. Here the connection is closed when a request's headers
+    are not complete ``timeout_s`` after the connection opened or the previous response ended.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                log.info("connection closed: request headers incomplete", timeout_s=timeout_s)
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            pipelined = bool(self.pipeline)  # the next request's headers are already in
+            super().on_response_complete()
+            if not pipelined and not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineProtocol
 
 
 def make_service(
@@ -730,17 +867,19 @@ def make_service(
     contract: Any,
     store: Any = None,
     public_key: Path | None = None,
+    expected_digest: str | None = None,
     events_dir: Path | None = None,
 ) -> ScoringService:
     """The service for ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a bundle
-    folder); the model itself is loaded by :meth:`ScoringService.start`."""
+    folder); the model itself is loaded by :meth:`ScoringService.start`. ``expected_digest`` pins
+    the bundle: any other one is refused at start-up and at every reload."""
     from fraud_detection.models.registry import ModelRef, alias_version, resolve_model
 
     ref = ModelRef.parse(model_uri)
 
     def load_scorer() -> FraudScorer:
-        model = resolve_model(model_uri, public_key=public_key)
-        scorer = FraudScorer(model, store)
+        model = resolve_model(model_uri, public_key=public_key, expected_digest=expected_digest)
+        scorer = FraudScorer(model, store)  # the store carries its online deadline (FRAUD_ONLINE_TIMEOUT_S)
         warm_up(scorer)
         return scorer
 
@@ -762,6 +901,7 @@ def make_service(
         decoder=RequestDecoder(contract, settings.limits()),
         load_scorer=load_scorer,
         current_version=current_version,
+        model_uri=model_uri,
         sink=sink,
     )
 

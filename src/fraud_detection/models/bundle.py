@@ -440,17 +440,22 @@ def load_bundle(
     given). Any failure is an :class:`ArtifactError` naming the file or value and what was expected.
     """
     path = Path(path)
-    manifest_bytes = _read_manifest_bytes(path)
-    digest = sha256_bytes(manifest_bytes)
-    if expected_digest is not None and digest != expected_digest.strip().lower():
-        raise ArtifactError(
-            f"bundle {str(path)!r} has digest {digest} (sha256 of {MANIFEST_FILE}), "
-            f"expected {expected_digest}: the bundle is not the one that was registered"
-        )
-    files = _verified_files(path, _parse_manifest(path, manifest_bytes))
-    if public_key is not None:
-        verify_bundle_signature(path, public_key)
-    bundle = _parse_bundle(path, files)
+    digest = None
+    try:
+        manifest_bytes = _read_manifest_bytes(path)
+        digest = sha256_bytes(manifest_bytes)
+        if expected_digest is not None and digest != expected_digest.strip().lower():
+            raise ArtifactError(
+                f"bundle {str(path)!r} has digest {digest} (sha256 of {MANIFEST_FILE}), "
+                f"expected {expected_digest}: the bundle is not the one that was registered"
+            )
+        files = _verified_files(path, _parse_manifest(path, manifest_bytes))
+        if public_key is not None:
+            verify_bundle_signature(path, public_key)
+        bundle = _parse_bundle(path, files)
+    except ArtifactError as err:  # named in the refusal's audit line (see ArtifactError)
+        err.bundle, err.digest = err.bundle or str(path), err.digest or digest
+        raise
     logger.info("loaded %s bundle from %s (digest %s)", bundle.model_type, path, digest)
     return bundle
 

@@ -12,6 +12,7 @@ version before the current one.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ DIGEST_TAG = "bundle_sha256"
 GATES_TAG = "gates_passed"
 GATE_FAILURES_TAG = "gate_failures"
 BUNDLE_ARTIFACT = "bundle"  # the bundle's key (and folder name) among a logged model's artifacts
+# Registered model names, aliases and versions in a models:/ URI: nothing else reaches the registry
+# or an artifact path: no '/', backslash, leading '.', '%', '?', '#' or whitespace (S6, RELIABILITY.md).
+_REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
+_VERSION = re.compile(r"[1-9][0-9]{0,9}")
 
 
 @dataclass(frozen=True)
@@ -45,15 +51,16 @@ class ModelRef:
         rest = uri.removeprefix("models:/")
         if "@" in rest:
             name, _, alias = rest.partition("@")
-            if name and alias and "/" not in rest:
+            if _REGISTERED_NAME.fullmatch(name) and _ALIAS.fullmatch(alias):
                 return cls(uri, name=name, alias=alias)
         else:
             name, _, version = rest.partition("/")
-            if name and version.isdigit():
+            if _REGISTERED_NAME.fullmatch(name) and _VERSION.fullmatch(version):
                 return cls(uri, name=name, version=version)
         raise ConfigError(
             f"model URI {uri!r} is not understood; expected models:/NAME@ALIAS, models:/NAME/VERSION "
-            "or a bundle folder"
+            "or a bundle folder (NAME and ALIAS: letters, digits, '.', '_', '-', starting with a letter "
+            "or digit)"
         )
 
 
@@ -123,15 +130,66 @@ def resolve_model(
         )
     if expected_digest is not None and expected_digest != recorded:
         raise ArtifactError(
-            f"model {uri!r} (version {version.version}) has digest {recorded}, the deployment expects {expected_digest}"
+            f"model {uri!r} (version {version.version}) has digest {recorded}, the deployment expects {expected_digest}",
+            digest=recorded,
         )
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{ref.name}/{version.version}"))
+    _check_logged_model(local, f"model {uri!r} (version {version.version})", recorded)
     bundle = load_bundle(
         local / "artifacts" / BUNDLE_ARTIFACT, expected_digest=recorded, public_key=public_key
     )
     return ResolvedModel(bundle, uri, str(version.version), recorded, name=ref.name, tags=dict(version.tags))
+
+
+def _check_logged_model(local: Path, what: str, digest: str) -> None:
+    """Refuse a registered version whose ``MLmodel`` is no longer the one ``log_bundle_model`` wrote.
+
+    Scoring never runs ``MLmodel``'s loader (it reads the digest-checked bundle itself), and the
+    bundle digest does not cover ``MLmodel``; but ``mlflow.pyfunc.load_model`` would run whatever
+    flavor and loader it names. A changed flavor, loader, bundle artifact or digest is tampering.
+    """
+    import yaml
+
+    path = local / "MLmodel"
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise OSError("missing or not a regular file")
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ArtifactError(
+            f"MLmodel of {what} cannot be read: {err}", bundle=str(local), digest=digest
+        ) from err
+
+    def get(node: Any, *keys: str) -> Any:
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    flavors = get(document, "flavors")
+    found = {
+        "flavors": sorted(flavors) if isinstance(flavors, dict) else flavors,
+        "loader_module": get(flavors, "python_function", "loader_module"),
+        "bundle artifact": get(flavors, "python_function", "artifacts", BUNDLE_ARTIFACT, "path"),
+        "bundle_sha256": get(flavors, "python_function", "config", DIGEST_TAG),
+    }
+    expected = {
+        "flavors": ["python_function"],
+        "loader_module": "mlflow.pyfunc.loaders.code_model",
+        "bundle artifact": f"artifacts/{BUNDLE_ARTIFACT}",
+        "bundle_sha256": digest,
+    }
+    wrong = sorted(key for key in expected if found[key] != expected[key])
+    if wrong:
+        has = {key: found[key] for key in wrong}
+        wants = {key: expected[key] for key in wrong}
+        raise ArtifactError(
+            f"MLmodel of {what} has {has}, expected {wants}: the logged model was changed after it "
+            "was registered",
+            bundle=str(local),
+            digest=digest,
+        )
 
 
 def alias_version(name: str, alias: str) -> str:
