@@ -9,6 +9,25 @@ UV := $(if $(UV_ON_PATH),$(UV_ON_PATH),.tools/bin/uv)
 VENV := .venv
 DEMO_DIR ?= data
 PYTEST_ARGS ?=
+DEMO_PORT ?= 8765
+
+# The demo's online request: wait for readiness, send one transaction, print the answer.
+define DEMO_REQUEST
+import json, sys, time, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(180):
+    try:
+        if urllib.request.urlopen(base + "/v2/health/ready", timeout=2).status == 200:
+            break
+    except OSError:
+        time.sleep(1)
+else:
+    sys.exit("the server did not become ready")
+row = {"transaction_id": 1, "customer_id": 42, "terminal_id": 7, "amount": 120.5, "event_timestamp": "2018-09-30T12:00:00Z"}
+request = urllib.request.Request(base + "/v1/models/fraud-detector:explain", json.dumps({"instances": [row]}).encode(), {"content-type": "application/json"})
+print("POST /v1/models/fraud-detector:explain ->", urllib.request.urlopen(request, timeout=10).read().decode())
+endef
+export DEMO_REQUEST
 
 export UV_PYTHON_DOWNLOADS := never
 export DO_NOT_TRACK := true
@@ -48,6 +67,10 @@ demo: install
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud models --name fraud-detector
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud score --model models:/fraud-detector@champion \
 		--input $(DEMO_DIR)/raw/simulator --out $(DEMO_DIR)/scores/simulator.parquet
+	@# Online: serve the champion on loopback, score one transaction over KServe V1, stop (SIGTERM).
+	FRAUD_DATA_DIR=$(DEMO_DIR) FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud serve \
+		--features-dir $(DEMO_DIR)/features/simulator --port $(DEMO_PORT) & server=$$!; \
+	$(VENV)/bin/python -c "$$DEMO_REQUEST" $(DEMO_PORT); status=$$?; kill $$server; wait $$server; exit $$status
 	@echo
 	@echo "Demo outputs:"
 	@echo "  raw dataset (immutable daily partitions + manifest): $(DEMO_DIR)/raw/simulator/"
@@ -60,6 +83,8 @@ demo: install
 	@echo "  MLflow runs + registry (SQLite):                    $(DEMO_DIR)/mlflow/  (UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/mlflow/mlflow.db)"
 	@echo "  evaluation evidence + model report (HTML):          $(DEMO_DIR)/evaluations/fraud-detector-v*/report.html"
 	@echo "  scores of the champion:                             $(DEMO_DIR)/scores/simulator.parquet"
+	@echo "  online server (KServe V1/V2):                       FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store .venv/bin/fraud serve --features-dir $(DEMO_DIR)/features/simulator  (docs/serving.md)"
+	@echo "  prediction event log of the server:                 $(DEMO_DIR)/predictions/"
 
 test: install
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
