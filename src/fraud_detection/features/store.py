@@ -810,8 +810,13 @@ def _read_sqlite_view(
         return values[expand], seen[expand]
     entity, feature, raw, event = zip(*rows, strict=True)
     # index lookups in pandas' hash tables and byte gathers in numpy: no Python loop per value
-    entity_index = pd.Index(list(position)).get_indexer(entity)
-    feature_index = pd.Index(features).get_indexer(feature)
+    if len(rows) > 256:  # pandas' hash tables pay off on large batches; dicts win on a few rows
+        entity_index = pd.Index(list(position)).get_indexer(entity)
+        feature_index = pd.Index(features).get_indexer(feature)
+    else:
+        column_of = {name: j for j, name in enumerate(features)}
+        entity_index = np.fromiter((position[e] for e in entity), np.int64, len(rows))
+        feature_index = np.fromiter((column_of.get(f, -1) for f in feature), np.int64, len(rows))
     lengths = np.fromiter(map(len, raw), np.int64, len(rows))
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     packed = np.frombuffer(b"".join(raw), dtype=np.uint8)
@@ -912,7 +917,10 @@ def online_feature_batch(
     for view_name, view in handle.definitions.views.items():
         join_keys = [join_key_of[entity] for entity in view.entities]
         stacked = np.column_stack([entity_columns[k] for k in join_keys])
-        unique, inverse[view_name] = np.unique(stacked, axis=0, return_inverse=True)
+        if n == 1:  # the common online case; np.unique(axis=0) costs ~0.1 ms
+            unique, inverse[view_name] = stacked, np.zeros(1, dtype=np.int64)
+        else:
+            unique, inverse[view_name] = np.unique(stacked, axis=0, return_inverse=True)
         keys[view_name] = (join_keys, [unique[:, j] for j in range(len(join_keys))])
     read, failure = _call_with_deadline(handle, lambda: _read_views(handle, keys), timeout_s)
     if failure is not None:
