@@ -27,8 +27,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from fraud_detection.errors import ArtifactError, ConfigError
 from fraud_detection.models.bundle import (
@@ -39,6 +37,7 @@ from fraud_detection.models.bundle import (
     save_bundle,
     sign_bundle,
 )
+from tests.integration.test_bundle import write_keys
 from tests.serving_support import (
     FEATURE_CONFIG_PATH,
     REPO_ROOT,
@@ -98,22 +97,6 @@ class Registry:
         return f"models:/{REGISTERED}@{alias}" if alias else f"models:/{REGISTERED}/{self.version}"
 
 
-def write_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private_path, public_path = directory / f"{name}.pem", directory / f"{name}.pub"
-    private_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private_path, public_path
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("security")
@@ -121,7 +104,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def keys(root: Path) -> Keys:
-    return Keys(*write_key_pair(root, "release"), *write_key_pair(root, "other"))
+    return Keys(*write_keys(root, "release"), *write_keys(root, "other"))
 
 
 @pytest.fixture(scope="module")
