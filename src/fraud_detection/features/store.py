@@ -746,6 +746,8 @@ class OnlineBatch:
     degraded: np.ndarray
     """bool per transaction: defaults stand in for data of a known-to-exist kind."""
     reasons: tuple[tuple[str, ...], ...]
+    failure: str | None = None
+    """Why the store read failed as a whole (timeout, unreachable, busy); None when it answered."""
 
 
 def _entity_keys(join_keys: Sequence[str], columns: Sequence[np.ndarray]) -> list[Any]:
@@ -925,7 +927,9 @@ def online_feature_batch(
     read, failure = _call_with_deadline(handle, lambda: _read_views(handle, keys), timeout_s)
     if failure is not None:
         logger.warning("online features degraded for %d transaction(s): %s", n, failure)
-        return OnlineBatch(names, values, np.ones(n, dtype=bool), tuple((failure,) for _ in range(n)))
+        return OnlineBatch(
+            names, values, np.ones(n, dtype=bool), tuple((failure,) for _ in range(n)), failure
+        )
 
     request_s = event_us / 1e6
     views = handle.definitions.view_features()

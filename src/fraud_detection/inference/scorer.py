@@ -10,6 +10,7 @@ call it, so a transaction gets the same score whichever way it comes in.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,10 @@ class Scores:
     features: np.ndarray
     """float32 [n, n_model_features] in the bundle's feature order (for the prediction log)."""
     reasons: list[list[dict[str, float | str]]] | None = None
+    feature_fetch_s: float = 0.0
+    """Wall time of the batch's online feature read (shared by every slice of the batch)."""
+    feature_fetch_failed: bool = False
+    """The store read failed as a whole (timeout, unreachable, busy): every row has defaults."""
 
     def __len__(self) -> int:
         return len(self.transaction_id)
@@ -53,6 +58,8 @@ class Scores:
             self.degraded_reasons[start:stop],
             self.features[start:stop],
             None if self.reasons is None else self.reasons[start:stop],
+            self.feature_fetch_s,
+            self.feature_fetch_failed,
         )
 
 
@@ -128,7 +135,9 @@ class FraudScorer:
 
     def score(self, batch: TransactionBatch, *, explain: bool = False, top_reasons: int = 3) -> Scores:
         """Online scoring: features from the store at each transaction's time, then the model."""
+        started = time.perf_counter()
         online = self._online_features(batch)
+        fetch_s = time.perf_counter() - started
         features = np.ascontiguousarray(online.values[:, self._columns], dtype=np.float32)
         probability, decision = self.score_features(features)
         return Scores(
@@ -139,6 +148,8 @@ class FraudScorer:
             degraded_reasons=online.reasons,
             features=features,
             reasons=self.reasons(features, top_reasons) if explain else None,
+            feature_fetch_s=fetch_s,
+            feature_fetch_failed=online.failure is not None,
         )
 
     def _online_features(self, batch: TransactionBatch) -> OnlineBatch:
