@@ -443,7 +443,8 @@ def test_sqlite_store_that_cannot_open_degrades(feature_dir: Path, data: Feature
 def test_slow_store_times_out_and_busy_workers_degrade_at_once(
     materialized: store.FeatureStoreHandle, data: FeatureData, feature_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    handle = open_applied(feature_dir, tmp_path, online_max_in_flight=1)
+    # the in-memory mirror does no I/O and cannot hang: the store's own reads are what time out
+    handle = open_applied(feature_dir, tmp_path, online_max_in_flight=1, online_mirror=False)
     release = __import__("threading").Event()
 
     def stuck(*args, **kwargs):
@@ -542,3 +543,96 @@ def test_sqlite_reader_equals_feasts_own_online_read(
         np.testing.assert_array_equal(fast[view][1], seen, err_msg=view)
     assert np.isnan(fast["customer_windows"][0][0]).all()
     assert not np.isnan(fast["terminal_windows"][0]).any()
+
+
+# --- the in-memory mirror of the SQLite online store ------------------------------------------------
+
+
+def test_vectorised_entity_keys_equal_feasts_serialisation() -> None:
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from fraud_detection.features.sqlite_online import serialize_int64_keys
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(-(2**62), 2**62, size=(50, 2))
+    ids[0] = [0, -1]
+    for join_keys in (["customer_id"], ["terminal_id", "customer_id"], ["customer_id", "terminal_id"]):
+        columns = [ids[:, j] for j in range(len(join_keys))]
+        expected = [
+            serialize_entity_key(
+                EntityKey(join_keys=join_keys, entity_values=[Value(int64_val=int(v)) for v in row]),
+                entity_key_serialization_version=3,
+            )
+            for row in zip(*columns, strict=True)
+        ]
+        assert serialize_int64_keys(join_keys, columns) == expected, join_keys
+
+
+def test_mirror_answers_as_the_direct_reader_does(
+    materialized: store.FeatureStoreHandle, data: FeatureData
+) -> None:
+    reader = materialized.sqlite_reader()
+    assert reader is not None and reader.refresh()
+    mirror = materialized.mirrored_views()
+    assert mirror is not None, "nothing was written since the refresh: the mirror must be current"
+    tx = data.transactions
+    picks = tx.iloc[np.r_[0:5, len(tx) - 300 : len(tx)]]
+    customers = np.append(picks["customer_id"].to_numpy(), 10**9)  # and an unknown entity
+    terminals = np.append(picks["terminal_id"].to_numpy(), 7)
+    for view, columns in (
+        ("customer_windows", [customers]),
+        ("terminal_windows", [terminals]),
+        ("customer_terminal_usage", [customers, terminals]),
+    ):
+        unique, inverse = np.unique(np.column_stack(columns), axis=0, return_inverse=True)
+        unique_columns = [unique[:, j] for j in range(unique.shape[1])]
+        got_values, got_seen = mirror[view].lookup(unique_columns)
+        values, seen = reader.read(view, unique_columns)  # the direct reader takes unique keys
+        np.testing.assert_array_equal(got_values, values, err_msg=view)
+        np.testing.assert_array_equal(got_seen, seen, err_msg=view)
+        every_values, every_seen = mirror[view].lookup(columns)  # repeated keys: one row each
+        np.testing.assert_array_equal(every_values, values[inverse.reshape(-1)], err_msg=view)
+        np.testing.assert_array_equal(every_seen, seen[inverse.reshape(-1)], err_msg=view)
+    assert np.isnan(mirror["customer_windows"].lookup([customers])[1][-1])
+    assert not np.isnan(mirror["terminal_windows"].lookup([terminals])[0][:-1]).any()
+
+
+def test_mirror_is_never_staler_than_the_store(feature_dir: Path, data: FeatureData, tmp_path: Path) -> None:
+    """A write by another process is visible to the very next read (the mirror is bypassed until a
+    fresh one is loaded), then served from the reloaded mirror."""
+    tx = data.transactions
+    reader_handle = open_applied(feature_dir, tmp_path)
+    writer_handle = open_applied(feature_dir, tmp_path)
+    cutoff = len(tx) - 2000
+    store.push_transaction_rows(writer_handle, data.features.loc[tx.index[:cutoff]])
+    sqlite_reader = reader_handle.sqlite_reader()
+    assert sqlite_reader is not None and sqlite_reader.refresh()
+    loads = sqlite_reader.mirror_loads
+    row = tx.iloc[-1]
+    before = store.online_features(reader_handle, request_of(row), timeout_s=2.0)
+    assert reader_handle.mirrored_views() is not None  # that read came from the mirror
+
+    store.push_transaction_rows(writer_handle, data.features.loc[tx.index[cutoff:]])
+    after = store.online_features(reader_handle, request_of(row), timeout_s=2.0)
+
+    expected = data.rows([row["transaction_id"]]).iloc[0, 1:]
+    assert not after.degraded, after.reasons
+    assert max_abs_diff(after.values, expected) <= TOLERANCE
+    assert max_abs_diff(before.values, expected) > TOLERANCE  # the write did change this row
+    assert wait_for(lambda: reader_handle.mirrored_views() is not None, 10), "no fresh mirror loaded"
+    assert sqlite_reader.mirror_loads > loads
+    again = store.online_features(reader_handle, request_of(row), timeout_s=2.0)
+    assert again == after
+    reader_handle.close()
+    writer_handle.close()
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -78,6 +78,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fraud_detection.errors import ConfigError, FeatureStoreError
 from fraud_detection.features import engineering
 from fraud_detection.features.engineering import FeatureConfig
+from fraud_detection.features.sqlite_online import SqliteOnlineReader, ViewTable
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, RepoConfig
@@ -106,6 +107,9 @@ class FeatureStoreSettings(BaseSettings):
     """Deadline of one online retrieval before it falls back to defaults."""
     online_max_in_flight: int = Field(default=4, ge=1)
     """Worker threads for online calls; when all are stuck in timed-out calls, calls degrade at once."""
+    online_mirror: bool = True
+    """Embedded SQLite store: serve online reads from an in-memory mirror while nothing was written
+    since it was loaded (``features/sqlite_online.py``); off: every read is an SQL query."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,10 @@ class FeatureStoreHandle:
     _service: FeatureService | None = field(default=None, repr=False)
     _pool: _DeadlinePool | None = field(default=None, repr=False)
     _slots: threading.BoundedSemaphore | None = field(default=None, repr=False)
+    online_mirror: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _sqlite: threading.local = field(default_factory=threading.local, repr=False)
+    _sqlite_reader: SqliteOnlineReader | None = field(default=None, repr=False)
+    _online_plan: OnlinePlan | None = field(default=None, repr=False)
 
     @property
     def config(self) -> FeatureConfig:
@@ -195,6 +201,8 @@ class FeatureStoreHandle:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+            if self._sqlite_reader is not None:
+                self._sqlite_reader.close()
 
     def __enter__(self) -> FeatureStoreHandle:
         return self
@@ -210,13 +218,14 @@ class FeatureStoreHandle:
         seconds [n], NaN when unknown).
 
         The embedded SQLite store is read with one SQL query and the values decoded vectorised
-        (:func:`_read_sqlite_view`); any other store through Feast's provider (``online_read``:
-        one Redis pipeline, ...), which decodes each value in Python.
+        (:class:`~fraud_detection.features.sqlite_online.SqliteOnlineReader`); any other store
+        through Feast's provider (``online_read``: one Redis pipeline, ...), which decodes each
+        value in Python.
         """
+        reader = self.sqlite_reader()
+        if reader is not None:
+            return reader.read(view_name, columns)
         keys = _entity_keys(join_keys, columns)
-        path = _sqlite_path(self.feast.config)
-        if path is not None:
-            return _read_sqlite_view(self, path, view_name, keys, features)
         rows = self.feast._get_provider().online_read(  # Feast's own read, without the response building
             config=self.feast.config,
             table=self.definitions.views[view_name],
@@ -234,6 +243,45 @@ class FeatureStoreHandle:
             values[i] = vector
             seen[i] = _utc(ts).timestamp()
         return values, seen
+
+    def online_plan(self) -> OnlinePlan:
+        if self._online_plan is None:
+            self._online_plan = OnlinePlan.of(self)
+        return self._online_plan
+
+    def sqlite_reader(self) -> SqliteOnlineReader | None:
+        """The fast reader of the embedded SQLite online store; None for any other store."""
+        if self._sqlite_reader is None:
+            path = _sqlite_path(self.feast.config)
+            if path is None:
+                return None
+            from feast.infra.online_stores.helpers import compute_table_id
+
+            join_key_of = {e.name: e.join_key for e in (self.definitions.customer, self.definitions.terminal)}
+            views = {
+                name: ViewTable(
+                    table=compute_table_id(self.feast.project, self.definitions.views[name], False),
+                    join_keys=tuple(join_key_of[e] for e in self.definitions.views[name].entities),
+                    features=tuple(features),
+                )
+                for name, features in self.definitions.view_features().items()
+                if name in self.definitions.views
+            }
+            with self._lock:
+                if self._sqlite_reader is None:
+                    self._sqlite_reader = SqliteOnlineReader(path, views, mirror=self.online_mirror)
+        return self._sqlite_reader
+
+    def mirrored_views(self) -> dict[str, Any] | None:
+        """The in-memory mirror of the online store when it is current (embedded SQLite store), else None."""
+        reader = self.sqlite_reader()
+        return None if reader is None else reader.mirrored()
+
+    def prepare_online(self) -> None:
+        """Load the online mirror now (at start-up, before readiness) rather than on the first reads."""
+        reader = self.sqlite_reader()
+        if reader is not None and reader.mirror_enabled:
+            reader.refresh()
 
     def _workers(self) -> tuple[_DeadlinePool, threading.BoundedSemaphore]:
         with self._lock:
@@ -360,6 +408,7 @@ def open_store(
         feature_dir=feature_dir,
         max_in_flight=settings.online_max_in_flight,
         online_timeout_s=settings.online_timeout_s,
+        online_mirror=settings.online_mirror,
     )
 
 
@@ -549,38 +598,68 @@ def default_columns(config: FeatureConfig, amount: np.ndarray, event_us: np.ndar
       ``terminal_known_fraud_streak_amount_ratio`` = -1 (no known label);
     * pair: ``customer_terminal_first_use`` = 1.
     """
-    amount = np.asarray(amount, dtype=np.float64)
-    weekend, night = engineering.time_flags_from_epoch_us(event_us)
+    matrix = DefaultFeatures(config).matrix(amount, event_us)
+    return {name: matrix[:, j] for j, name in enumerate(config.feature_names)}
 
-    def constant(value: float) -> np.ndarray:
-        return np.full(amount.shape, value, dtype=np.float64)
 
-    columns: dict[str, np.ndarray] = {
-        "amount": amount,
-        "tx_during_weekend": weekend.astype(np.float64),
-        "tx_during_night": night.astype(np.float64),
-        config.prior_avg_amount_feature: constant(0.0),
-        config.amount_ratio_feature: engineering.amount_ratio(amount, np.zeros_like(amount)),
-        "customer_seconds_since_prev_tx": constant(-1.0),
-        "customer_terminal_first_use": constant(1.0),
-        "terminal_last_known_fraud": constant(0.0),
-        "terminal_days_since_known_fraud": constant(-1.0),
-        "terminal_known_fraud_streak_days": constant(-1.0),
-        "terminal_known_fraud_streak_count": constant(0.0),
-        "terminal_known_fraud_streak_amount_ratio": constant(-1.0),
+def _default_spec(config: FeatureConfig) -> list[float | str]:
+    """Per feature (``feature_names`` order): its constant default, or which request value it is
+    (``amount``, ``weekend``, ``night``, ``ratio``: ``amount_ratio(amount, 0)``)."""
+    spec: dict[str, float | str] = {
+        "amount": "amount",
+        "tx_during_weekend": "weekend",
+        "tx_during_night": "night",
+        config.prior_avg_amount_feature: 0.0,
+        config.amount_ratio_feature: "ratio",
+        "customer_seconds_since_prev_tx": -1.0,
+        "customer_terminal_first_use": 1.0,
+        "terminal_last_known_fraud": 0.0,
+        "terminal_days_since_known_fraud": -1.0,
+        "terminal_known_fraud_streak_days": -1.0,
+        "terminal_known_fraud_streak_count": 0.0,
+        "terminal_known_fraud_streak_amount_ratio": -1.0,
     }
     for n in config.outlier_windows_days:
-        columns[f"customer_nb_outlier_amounts_{n}d"] = constant(0.0)
-        columns[f"customer_max_amount_zscore_{n}d"] = constant(0.0)
+        spec[f"customer_nb_outlier_amounts_{n}d"] = 0.0
+        spec[f"customer_max_amount_zscore_{n}d"] = 0.0
     for n in config.windows_days:
-        columns[f"customer_nb_tx_{n}d"] = constant(1.0)
-        columns[f"customer_avg_amount_{n}d"] = amount
-        columns[f"terminal_nb_tx_{n}d"] = constant(0.0)
-        columns[f"terminal_risk_{n}d"] = constant(0.0)
-    missing = set(config.feature_names) - set(columns)
+        spec[f"customer_nb_tx_{n}d"] = 1.0
+        spec[f"customer_avg_amount_{n}d"] = "amount"
+        spec[f"terminal_nb_tx_{n}d"] = 0.0
+        spec[f"terminal_risk_{n}d"] = 0.0
+    missing = set(config.feature_names) - set(spec)
     if missing:  # a new feature was added to FeatureConfig without a documented default
         raise FeatureStoreError(f"no default value for features {sorted(missing)}")
-    return {name: columns[name] for name in config.feature_names}
+    return [spec[name] for name in config.feature_names]
+
+
+class DefaultFeatures:
+    """:func:`default_columns` as a float64 matrix, planned once per feature config (the online
+    path builds one per request)."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        spec = _default_spec(config)
+        self.template = np.array([v if isinstance(v, float) else 0.0 for v in spec])
+        self._columns = {kind: [j for j, v in enumerate(spec) if v == kind] for kind in _REQUEST_KINDS}
+
+    def matrix(self, amount: np.ndarray, event_us: np.ndarray) -> np.ndarray:
+        amount = np.asarray(amount, dtype=np.float64)
+        weekend, night = engineering.time_flags_from_epoch_us(event_us)
+        matrix = np.empty((len(amount), len(self.template)))
+        matrix[:] = self.template
+        request = {
+            "amount": amount,
+            "weekend": weekend,
+            "night": night,
+            "ratio": engineering.amount_ratio(amount, np.zeros_like(amount)),
+        }
+        for kind, columns in self._columns.items():
+            if columns:
+                matrix[:, columns] = request[kind][:, None]
+        return matrix
+
+
+_REQUEST_KINDS = ("amount", "weekend", "night", "ratio")
 
 
 def epoch_us(timestamp: dt.datetime) -> int:
@@ -776,79 +855,6 @@ def _read_views(
     }
 
 
-_DOUBLE_TAG = 0x29  # Feast's Value proto: double_val is field 5, 64-bit wire type
-
-
-def _read_sqlite_view(
-    handle: FeatureStoreHandle, path: str, view_name: str, keys: list[Any], features: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feast's SQLite online table (one row per entity key and feature, the value a serialised
-    ``Value`` proto) read with one query; doubles decoded with numpy, anything else by protobuf.
-
-    The keys are serialised by Feast's own function, and a test checks this reader against
-    Feast's ``online_read`` on the same store, so a change of Feast's layout fails loudly.
-    """
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.infra.online_stores.helpers import compute_table_id
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    conn = getattr(handle._sqlite, "conn", None)
-    if conn is None:  # one read-only connection per worker thread
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        handle._sqlite.conn = conn
-    version = handle.feast.config.entity_key_serialization_version
-    blobs = [serialize_entity_key(key, entity_key_serialization_version=version) for key in keys]
-    position = {blob: i for i, blob in enumerate(dict.fromkeys(blobs))}  # unique keys, first-seen order
-    expand = np.fromiter((position[blob] for blob in blobs), np.int64, len(blobs))
-    table = compute_table_id(handle.feast.project, handle.definitions.views[view_name], False)
-    rows = conn.execute(
-        f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" '
-        f"WHERE entity_key IN ({','.join('?' * len(position))})",
-        list(position),
-    ).fetchall()
-    values = np.full((len(position), len(features)), np.nan)
-    seen = np.full(len(position), np.nan)
-    if not rows:
-        return values[expand], seen[expand]
-    entity, feature, raw, event = zip(*rows, strict=True)
-    # index lookups in pandas' hash tables and byte gathers in numpy: no Python loop per value
-    if len(rows) > 256:  # pandas' hash tables pay off on large batches; dicts win on a few rows
-        entity_index = pd.Index(list(position)).get_indexer(entity)
-        feature_index = pd.Index(features).get_indexer(feature)
-    else:
-        column_of = {name: j for j, name in enumerate(features)}
-        entity_index = np.fromiter((position[e] for e in entity), np.int64, len(rows))
-        feature_index = np.fromiter((column_of.get(f, -1) for f in feature), np.int64, len(rows))
-    lengths = np.fromiter(map(len, raw), np.int64, len(rows))
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    packed = np.frombuffer(b"".join(raw), dtype=np.uint8)
-    is_double = (lengths == 9) & (packed[starts] == _DOUBLE_TAG)
-    decoded = np.full(len(rows), np.nan)
-    if is_double.any():
-        gather = starts[is_double][:, None] + np.arange(1, 9)
-        decoded[is_double] = np.ascontiguousarray(packed[gather]).view("<f8").reshape(-1)
-    for i in np.flatnonzero(~is_double):  # integers (varint) and anything else: protobuf
-        number = _proto_float(Value.FromString(raw[i]))
-        decoded[i] = np.nan if number is None else number
-    keep = feature_index >= 0
-    values[entity_index[keep], feature_index[keep]] = decoded[keep]
-    try:
-        times = np.asarray(event, dtype=np.float64)  # Feast stores epoch seconds
-    except (TypeError, ValueError):
-        times = np.array([_epoch_seconds(t) for t in event])
-    seen[entity_index] = times
-    incomplete = np.isnan(values).any(axis=1)  # a missing (or null) feature: the entity is unknown
-    values[incomplete] = np.nan
-    seen[incomplete] = np.nan
-    return values[expand], seen[expand]
-
-
-def _epoch_seconds(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    return _utc(dt.datetime.fromisoformat(str(value))).timestamp()
-
-
 def _call_with_deadline(
     handle: FeatureStoreHandle, call: Callable[[], Any], timeout_s: float
 ) -> tuple[Any, str | None]:
@@ -893,70 +899,128 @@ def online_feature_batch(
     """
     if timeout_s <= 0:
         raise FeatureStoreError(f"timeout_s must be > 0, got {timeout_s}")
-    from fraud_detection.features.repo.definitions import CUSTOMER_KEY, CUSTOMER_VIEW, PAIR_VIEW, TERMINAL_KEY
-
-    config = handle.config
-    names = tuple(config.feature_names)
-    column_of = {name: j for j, name in enumerate(names)}
+    plan = handle.online_plan()
     amount = np.asarray(amount, dtype=np.float64)
     event_us = np.asarray(event_us, dtype=np.int64)
     n = len(amount)
-    values = (
-        np.column_stack(list(default_columns(config, amount, event_us).values()))
-        if n
-        else np.empty((0, len(names)))
-    )
-    reasons: list[list[str]] = [[] for _ in range(n)]
+    values = plan.defaults.matrix(amount, event_us)
     if n == 0:
-        return OnlineBatch(names, values, np.zeros(0, dtype=bool), ())
-
-    entity_columns = {
-        CUSTOMER_KEY: np.asarray(customer_id, np.int64),
-        TERMINAL_KEY: np.asarray(terminal_id, np.int64),
-    }
-    keys, inverse = {}, {}
-    join_key_of = {e.name: e.join_key for e in (handle.definitions.customer, handle.definitions.terminal)}
-    for view_name, view in handle.definitions.views.items():
-        join_keys = [join_key_of[entity] for entity in view.entities]
-        stacked = np.column_stack([entity_columns[k] for k in join_keys])
-        if n == 1:  # the common online case; np.unique(axis=0) costs ~0.1 ms
-            unique, inverse[view_name] = stacked, np.zeros(1, dtype=np.int64)
-        else:
-            unique, inverse[view_name] = np.unique(stacked, axis=0, return_inverse=True)
-        keys[view_name] = (join_keys, [unique[:, j] for j in range(len(join_keys))])
-    read, failure = _call_with_deadline(handle, lambda: _read_views(handle, keys), timeout_s)
+        return OnlineBatch(plan.names, values, np.zeros(0, dtype=bool), ())
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    entity_columns = {plan.customer_key: customer_id, plan.terminal_key: terminal_id}
+    inverse: dict[str, np.ndarray | None] = {}
+    mirror = handle.mirrored_views()
+    if mirror is not None:  # in memory and current: every row looked up, no I/O, no deadline needed
+        read: dict[str, tuple[np.ndarray, np.ndarray]] | None = {}
+        for view in plan.views:
+            read[view.name] = mirror[view.name].lookup([entity_columns[k] for k in view.join_keys])
+            inverse[view.name] = None  # one looked-up row per transaction
+        failure = None
+    else:  # one store read per view, for the batch's unique keys
+        keys = {}
+        for view in plan.views:
+            stacked = np.column_stack([np.asarray(entity_columns[k], np.int64) for k in view.join_keys])
+            if n == 1:  # the common online case; np.unique(axis=0) costs ~0.1 ms
+                unique, inverse[view.name] = stacked, np.zeros(1, dtype=np.int64)
+            else:
+                unique, inverse[view.name] = np.unique(stacked, axis=0, return_inverse=True)
+            keys[view.name] = (list(view.join_keys), [unique[:, j] for j in range(len(view.join_keys))])
+        read, failure = _call_with_deadline(handle, lambda: _read_views(handle, keys), timeout_s)
     if failure is not None:
         logger.warning("online features degraded for %d transaction(s): %s", n, failure)
         return OnlineBatch(
-            names, values, np.ones(n, dtype=bool), tuple((failure,) for _ in range(n)), failure
+            plan.names, values, np.ones(n, dtype=bool), tuple((failure,) for _ in range(n)), failure
         )
 
     request_s = event_us / 1e6
-    views = handle.definitions.view_features()
-    for view_name, (view_values, seen) in read.items():
-        rows = inverse[view_name].reshape(-1)
-        unknown = np.isnan(seen[rows])
-        known = ~unknown
-        ttl = handle.definitions.views[view_name].ttl
-        if ttl:
-            age_s = request_s - seen[rows]
-            stale = known & (age_s > ttl.total_seconds())
-            for i in np.flatnonzero(stale):
-                age = dt.timedelta(seconds=round(float(age_s[i])))
-                reasons[i].append(f"{view_name}: latest row {age} old, beyond the {ttl} TTL")
-            known &= ~stale
-        if view_name != PAIR_VIEW:  # an unknown pair is a first use, not a degradation
-            for i in np.flatnonzero(unknown):
-                reasons[i].append(f"{view_name}: unknown entity")
-        columns = [column_of[name] for name in views[view_name]]
-        values[np.ix_(np.flatnonzero(known), columns)] = view_values[rows[known]]
-        if view_name == CUSTOMER_VIEW:  # the ratio needs the customer's prior average
-            prior = values[known, column_of[config.prior_avg_amount_feature]]
-            values[known, column_of[config.amount_ratio_feature]] = engineering.amount_ratio(
-                amount[known], prior
+    assert read is not None
+    for view in plan.views:
+        view_values, seen = read[view.name]
+        rows = inverse[view.name]
+        if rows is not None:
+            rows = rows.reshape(-1)
+            view_values, seen = view_values[rows], seen[rows]
+        known = ~np.isnan(seen)
+        if not known.all() and view.unknown_degrades:  # an unknown pair is a first use, not a degradation
+            for i in np.flatnonzero(~known):
+                reasons[i].append(f"{view.name}: unknown entity")
+        if view.ttl is not None:
+            age_s = request_s - seen
+            stale = known & (age_s > view.ttl.total_seconds())
+            if stale.any():
+                for i in np.flatnonzero(stale):
+                    age = dt.timedelta(seconds=round(float(age_s[i])))
+                    reasons[i].append(f"{view.name}: latest row {age} old, beyond the {view.ttl} TTL")
+                known &= ~stale
+        if known.all():
+            values[:, view.columns] = view_values
+        else:
+            values[np.ix_(np.flatnonzero(known), view.columns)] = view_values[known]
+        if view.name == plan.customer_view:  # the ratio needs the customer's prior average
+            values[known, plan.ratio_column] = engineering.amount_ratio(
+                amount[known], values[known, plan.prior_column]
             )
-    degraded = np.array([bool(r) for r in reasons])
-    return OnlineBatch(names, values, degraded, tuple(tuple(r) for r in reasons))
+    degraded = np.fromiter(map(bool, reasons), dtype=bool, count=n)
+    return OnlineBatch(plan.names, values, degraded, tuple(map(tuple, reasons)))
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    name: str
+    join_keys: tuple[str, ...]
+    columns: np.ndarray
+    """The view's features' positions in the model's feature order."""
+    ttl: dt.timedelta | None
+    unknown_degrades: bool
+
+
+@dataclass(frozen=True)
+class OnlinePlan:
+    """What :func:`online_feature_batch` derives from the store's definitions, once per handle."""
+
+    names: tuple[str, ...]
+    defaults: DefaultFeatures
+    views: tuple[_ViewPlan, ...]
+    customer_key: str
+    terminal_key: str
+    customer_view: str
+    prior_column: int
+    ratio_column: int
+
+    @classmethod
+    def of(cls, handle: FeatureStoreHandle) -> OnlinePlan:
+        from fraud_detection.features.repo.definitions import (
+            CUSTOMER_KEY,
+            CUSTOMER_VIEW,
+            PAIR_VIEW,
+            TERMINAL_KEY,
+        )
+
+        config = handle.config
+        names = tuple(config.feature_names)
+        column_of = {name: j for j, name in enumerate(names)}
+        join_key_of = {e.name: e.join_key for e in (handle.definitions.customer, handle.definitions.terminal)}
+        features = handle.definitions.view_features()
+        views = tuple(
+            _ViewPlan(
+                name=name,
+                join_keys=tuple(join_key_of[entity] for entity in view.entities),
+                columns=np.array([column_of[f] for f in features[name]]),
+                ttl=view.ttl or None,
+                unknown_degrades=name != PAIR_VIEW,
+            )
+            for name, view in handle.definitions.views.items()
+        )
+        return cls(
+            names=names,
+            defaults=DefaultFeatures(config),
+            views=views,
+            customer_key=CUSTOMER_KEY,
+            terminal_key=TERMINAL_KEY,
+            customer_view=CUSTOMER_VIEW,
+            prior_column=column_of[config.prior_avg_amount_feature],
+            ratio_column=column_of[config.amount_ratio_feature],
+        )
 
 
 def online_features_many(

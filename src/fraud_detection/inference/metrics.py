@@ -6,6 +6,7 @@ decision, model version), never request data.
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -51,3 +52,24 @@ EVENTS_DROPPED = Counter(
     "fraud_prediction_events_dropped", "Prediction events dropped because the sink was full."
 )
 EVENTS_WRITTEN = Counter("fraud_prediction_events_written", "Prediction events written to the event log.")
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe(v)`` for every value, as one count per bucket (a 1,000-row batch: 1,000
+    lock round trips otherwise). Uses the client's bucket counters; falls back to ``observe``."""
+    values = np.asarray(values, dtype=np.float64)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) < 8:
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    # observe() counts a value in the first bucket whose upper bound is >= it
+    counts = np.bincount(
+        np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left"), minlength=len(bounds)
+    )
+    for bucket, count in zip(buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    total.inc(float(values.sum()))

@@ -300,8 +300,7 @@ class ScoringService:
         alerts = int(scores.decision.sum())
         metrics.PREDICTIONS.labels(version, "alert").inc(alerts)
         metrics.PREDICTIONS.labels(version, "pass").inc(len(scores) - alerts)
-        for p in scores.probability:
-            metrics.SCORES.observe(p)
+        metrics.observe_many(metrics.SCORES, scores.probability)
         degraded = int(scores.degraded.sum())
         if degraded:
             metrics.DEGRADED.inc(degraded)
@@ -905,6 +904,8 @@ def make_service(
 
 def warm_up(scorer: FraudScorer) -> None:
     """One inference through the whole path (store read included) before the model is declared ready."""
+    if scorer.store is not None:
+        scorer.store.prepare_online()
     when = np.datetime64(scorer.bundle.training_window.end, "us").astype(np.int64)
     batch = TransactionBatch(
         transaction_id=np.array([0], dtype=np.int64),
