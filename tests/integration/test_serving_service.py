@@ -145,7 +145,7 @@ def test_full_sink_drops_and_counts_without_blocking(
     real_bytes = events_module.parquet_bytes
 
     def stuck_write(frame):  # type: ignore[no-untyped-def]
-        release.wait(5)  # the writer is stuck in its first file: the queue fills up
+        release.wait(5)  # the writer is stuck in its first file: the buffer fills up
         return real_bytes(frame)
 
     monkeypatch.setattr(events_module, "parquet_bytes", stuck_write)
@@ -162,7 +162,7 @@ def test_full_sink_drops_and_counts_without_blocking(
     release.set()
     sink.close()
 
-    assert accepted.count(True) <= 3  # the queue (2) plus the one the writer holds
+    assert accepted.count(True) <= 3  # the buffer (2) plus the one the writer holds
     assert accepted.count(False) >= 7
     assert elapsed < 1.0  # never waited on the stuck writer
     dropped = (REGISTRY.get_sample_value("fraud_prediction_events_dropped_total") or 0.0) - dropped_before

@@ -1,7 +1,8 @@
 """The prediction event log: what the server scored, for monitoring, off the request path.
 
-:meth:`PredictionSink.submit` puts a scored batch on a bounded queue and returns at once; a
-background thread turns batches into parquet files rolled by time (``events-<start>-<seq>.parquet``
+:meth:`PredictionSink.submit` appends a scored batch to a bounded buffer and returns at once (no
+lock, no thread woken: a request pays a list append); a background thread collects the buffer a
+few times a second and turns batches into parquet files rolled by time (``events-<start>-<seq>.parquet``
 in the sink folder, each written atomically: temp file, fsync, rename). When the queue is full the
 batch is dropped and counted (``fraud_prediction_events_dropped_total``), never waited for.
 
@@ -12,9 +13,9 @@ feature values (``f_<name>``), never other request payload.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ class PredictionSink:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.roll_seconds = roll_seconds
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_batches)
+        self.max_batches = max_batches
+        self._buffer: collections.deque[_Item] = collections.deque()
+        self._stop = threading.Event()
         self._pending: list[_Item] = []
         self._window_start = time.monotonic()
         self._sequence = 0
@@ -67,33 +70,32 @@ class PredictionSink:
         feature_names: tuple[str, ...],
     ) -> bool:
         """Queue one scored batch; False (and counted) when the queue is full."""
-        item = _Item(request_ids, batch, scores, model_version, feature_names, dt.datetime.now(dt.UTC))
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._buffer) >= self.max_batches:
             self.dropped += 1
             metrics.EVENTS_DROPPED.inc(len(batch))
             return False
+        self._buffer.append(
+            _Item(request_ids, batch, scores, model_version, feature_names, dt.datetime.now(dt.UTC))
+        )
         return True
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued and stop (the server calls it on shutdown)."""
-        self._queue.put(None)
+        self._stop.set()
         self._thread.join(timeout)
 
+    def _collect(self) -> None:
+        while self._buffer:  # kept as arrays: one table per file, built at flush
+            self._pending.append(self._buffer.popleft())
+
     def _run(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=max(0.1, self.roll_seconds / 4))
-            except queue.Empty:
-                item = False  # type: ignore[assignment]
-            if item is None:
-                self._flush()
-                return
-            if item:
-                self._pending.append(item)  # kept as arrays: one table per file, built at flush
+        poll_s = min(0.2, self.roll_seconds / 4)
+        while not self._stop.wait(poll_s):
+            self._collect()
             if time.monotonic() - self._window_start >= self.roll_seconds:
                 self._flush()
+        self._collect()
+        self._flush()
 
     def _flush(self) -> None:
         self._window_start = time.monotonic()

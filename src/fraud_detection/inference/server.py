@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -780,6 +781,10 @@ def run_server(service: ScoringService) -> int:
                     log.error("model refused at start-up; stopping", **service.refusal(err))
                     self.should_exit = True
                     return
+                # what start-up loaded (libraries, model, mirror) stays: keep it out of every
+                # later collection, which would otherwise walk it (a pause in some requests)
+                gc.collect()
+                gc.freeze()
                 await service.poll_reloads()
 
             loader = asyncio.create_task(load())
