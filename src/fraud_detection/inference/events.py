@@ -7,8 +7,9 @@ in the sink folder, each written atomically: temp file, fsync, rename). When the
 batch is dropped and counted (``fraud_prediction_events_dropped_total``), never waited for.
 
 An event: ``request_id``, ``transaction_id``, ``event_timestamp``, ``customer_id``, ``terminal_id``,
-``amount``, ``score``, ``decision``, ``degraded``, ``model_version``, ``scored_at`` and the model's
-feature values (``f_<name>``), never other request payload.
+``amount``, ``score``, ``decision``, ``degraded``, ``model_version``, ``shadow`` (true: a shadow
+model's score, never an answer), ``scored_at`` and the model's feature values (``f_<name>``), never
+other request payload.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class _Item:
     model_version: str
     feature_names: tuple[str, ...]
     scored_at: dt.datetime
+    shadow: bool = False
 
 
 class PredictionSink:
@@ -68,6 +70,8 @@ class PredictionSink:
         scores: Scores,
         model_version: str,
         feature_names: tuple[str, ...],
+        *,
+        shadow: bool = False,
     ) -> bool:
         """Queue one scored batch; False (and counted) when the queue is full."""
         if len(self._buffer) >= self.max_batches:
@@ -75,7 +79,7 @@ class PredictionSink:
             metrics.EVENTS_DROPPED.inc(len(batch))
             return False
         self._buffer.append(
-            _Item(request_ids, batch, scores, model_version, feature_names, dt.datetime.now(dt.UTC))
+            _Item(request_ids, batch, scores, model_version, feature_names, dt.datetime.now(dt.UTC), shadow)
         )
         return True
 
@@ -139,6 +143,7 @@ def _frame(items: list[_Item]) -> pd.DataFrame:
             "decision": column(lambda i: i.scores.decision),
             "degraded": column(lambda i: i.scores.degraded),
             "model_version": [item.model_version for item in items for _ in range(len(item.batch))],
+            "shadow": np.concatenate([np.full(len(item.batch), item.shadow) for item in items]),
             "scored_at": pd.to_datetime(
                 [item.scored_at.replace(tzinfo=None) for item in items for _ in range(len(item.batch))]
             ),

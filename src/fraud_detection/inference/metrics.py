@@ -48,6 +48,18 @@ MODEL_INFO = Gauge(
     "fraud_model_info", "The model being served (value 1).", ["model_name", "model_version", "digest"]
 )
 MODEL_RELOADS = Counter("fraud_model_reloads", "Hot reloads by outcome.", ["outcome"])
+SHADOW_INFO = Gauge("fraud_shadow_model_info", "The shadow model (value 1).", ["model_version", "digest"])
+SHADOW_PREDICTIONS = Counter(
+    "fraud_shadow_predictions", "Transactions scored by the shadow model.", ["model_version"]
+)
+SHADOW_SKIPPED = Counter(
+    "fraud_shadow_skipped", "Transactions the shadow model did not score (its queue was full, or it failed)."
+)
+SHADOW_LATENCY = Histogram(
+    "fraud_shadow_latency_seconds",
+    "Shadow scoring per batch (off the request path).",
+    buckets=LATENCY_BUCKETS,
+)
 EVENTS_DROPPED = Counter(
     "fraud_prediction_events_dropped", "Prediction events dropped because the sink was full."
 )

@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import gc
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -92,6 +94,11 @@ class ServingSettings(BaseSettings):
     max_concurrency: int = Field(default=512, ge=1)
     """Connections plus requests in flight above which uvicorn answers 503 at once."""
     grace_period_s: float = Field(default=30.0, gt=0)
+    shadow_model: str | None = None
+    """A second model (e.g. ``models:/fraud-detector@challenger``) scored on every request off the
+    request path, its scores only logged (shadow mode); unset: none."""
+    shadow_max_pending: int = Field(default=8, ge=1)
+    """Shadow batches waiting or being scored above which further ones are skipped (counted)."""
     header_timeout_s: float = Field(default=10.0, gt=0)
     """Time a client has to send a request's headers (from connecting, or from the end of the
     previous response) before its connection is closed: the slowloris guard uvicorn lacks."""
@@ -112,6 +119,88 @@ class ServingSettings(BaseSettings):
 class _Pending:
     batch: TransactionBatch
     future: asyncio.Future[tuple[FraudScorer, Scores]]
+    request_id: str
+
+
+@dataclass
+class ShadowModel:
+    """Shadow mode: a second model scores what the served one scored, on its own thread after the
+    answers are out, and its scores go to the prediction log (``shadow`` = true) only.
+
+    The extra latency is bounded: the request path only hands the batch over (a semaphore and a
+    queue put); when ``max_pending`` batches are already waiting, the batch is skipped and
+    counted. The shadow reuses the served model's feature matrix when both take the same features
+    in the same order (so an A/B comparison sees identical inputs); otherwise it reads its own.
+    A shadow that fails to load or to score never affects the answers."""
+
+    load: Callable[[], FraudScorer]
+    current_version: Callable[[], str | None] | None
+    max_pending: int
+    sink: PredictionSink | None
+    scorer: FraudScorer | None = None
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="shadow")
+    )
+    _slots: threading.BoundedSemaphore | None = None
+
+    async def reload(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if (
+                self.scorer is not None
+                and self.current_version is not None
+                and await loop.run_in_executor(None, self.current_version) == self.scorer.version
+            ):
+                return
+            scorer = await loop.run_in_executor(None, self.load)
+        except FraudDetectionError as err:
+            log.error("shadow model not loaded; serving without it", reason=str(err)[:500])
+            return
+        if self.scorer is not None:
+            metrics.SHADOW_INFO.remove(self.scorer.version, self.scorer.model.digest)
+        self.scorer = scorer
+        metrics.SHADOW_INFO.labels(scorer.version, scorer.model.digest).set(1)
+        log.info("shadow model ready", model_version=self.scorer.version, model_uri=self.scorer.model.uri)
+
+    def submit(
+        self, batch: TransactionBatch, served_by: FraudScorer, served: Scores, request_ids: list[str]
+    ) -> None:
+        scorer = self.scorer
+        if scorer is None:
+            return
+        if self._slots is None:
+            self._slots = threading.BoundedSemaphore(self.max_pending)
+        if not self._slots.acquire(blocking=False):
+            metrics.SHADOW_SKIPPED.inc(len(batch))
+            return
+        same_features = scorer.bundle.feature_names == served_by.bundle.feature_names
+        self._executor.submit(self._score, scorer, batch, served if same_features else None, request_ids)
+
+    def _score(
+        self, scorer: FraudScorer, batch: TransactionBatch, served: Scores | None, request_ids: list[str]
+    ) -> None:
+        assert self._slots is not None
+        try:
+            started = time.perf_counter()
+            if served is not None:  # the same features in the same order: the very same inputs
+                probability, decision = scorer.score_features(served.features)
+                scores = dataclasses.replace(served, probability=probability, decision=decision, reasons=None)
+            else:
+                scores = scorer.score(batch)
+            metrics.SHADOW_LATENCY.observe(time.perf_counter() - started)
+            metrics.SHADOW_PREDICTIONS.labels(scorer.version).inc(len(batch))
+            if self.sink is not None:
+                self.sink.submit(
+                    request_ids, batch, scores, scorer.version, scorer.bundle.feature_names, shadow=True
+                )
+        except Exception as err:  # the shadow must never disturb serving
+            metrics.SHADOW_SKIPPED.inc(len(batch))
+            log.warning("shadow scoring failed", error_type=type(err).__name__, error=str(err)[:300])
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
 
 
 @dataclass
@@ -137,6 +226,7 @@ class ScoringService:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="scoring")
     )
     _reload_lock: asyncio.Lock | None = None
+    shadow_model: ShadowModel | None = None
 
     @property
     def ready(self) -> bool:
@@ -164,6 +254,8 @@ class ScoringService:
         self._reload_lock = asyncio.Lock()
         scorer = await asyncio.get_running_loop().run_in_executor(None, self.load_scorer)
         self._install(scorer)
+        if self.shadow_model is not None:
+            await self.shadow_model.reload()
 
     async def reload(self, *, force: bool = False) -> bool:
         """Load the model again if its alias moved (or ``force``); keep the old one on failure.
@@ -197,6 +289,9 @@ class ScoringService:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):  # a poll must never take the server down
                 await self.reload()
+            if self.shadow_model is not None:
+                with contextlib.suppress(Exception):
+                    await self.shadow_model.reload()
 
     def refusal(self, err: FraudDetectionError) -> dict[str, Any]:
         """The audit fields of a refused model: the URI, the bundle folder and its digest (an
@@ -211,6 +306,8 @@ class ScoringService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+        if self.shadow_model is not None:
+            self.shadow_model.close()
         if self.sink is not None:
             self.sink.close()
 
@@ -226,9 +323,10 @@ class ScoringService:
             scorer = self.scorer
             scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, batch, parameters)
             result = (scorer, scores)
+            self._shadow(batch, scorer, scores, [request_id] * len(batch))
         else:
             future: asyncio.Future[tuple[FraudScorer, Scores]] = loop.create_future()
-            self._pending.append(_Pending(batch, future))
+            self._pending.append(_Pending(batch, future, request_id))
             self._schedule(loop)
             result = await future
         self._record(request_id, batch, *result)
@@ -273,7 +371,7 @@ class ScoringService:
         assert scorer is not None
         batch = TransactionBatch.concat([item.batch for item in taken])
         done = loop.run_in_executor(self._executor, self._score_sync, scorer, batch, ScoreParameters())
-        done.add_done_callback(lambda finished: self._deliver(loop, finished, taken, scorer))
+        done.add_done_callback(lambda finished: self._deliver(loop, finished, taken, scorer, batch))
 
     def _deliver(
         self,
@@ -281,6 +379,7 @@ class ScoringService:
         finished: asyncio.Future[Scores],
         taken: list[_Pending],
         scorer: FraudScorer,
+        batch: TransactionBatch,
     ) -> None:
         self._flushing = False
         error = finished.exception()
@@ -295,6 +394,15 @@ class ScoringService:
             start += n
         if self._pending:
             self._schedule(loop)
+        if error is None:
+            request_ids = [item.request_id for item in taken for _ in range(len(item.batch))]
+            self._shadow(batch, scorer, finished.result(), request_ids)
+
+    def _shadow(
+        self, batch: TransactionBatch, scorer: FraudScorer, scores: Scores, request_ids: list[str]
+    ) -> None:
+        if self.shadow_model is not None:
+            self.shadow_model.submit(batch, scorer, scores, request_ids)
 
     def _record(self, request_id: str, batch: TransactionBatch, scorer: FraudScorer, scores: Scores) -> None:
         version = scorer.version
@@ -870,33 +978,43 @@ def make_service(
     public_key: Path | None = None,
     expected_digest: str | None = None,
     events_dir: Path | None = None,
+    shadow_model_uri: str | None = None,
 ) -> ScoringService:
     """The service for ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a bundle
     folder); the model itself is loaded by :meth:`ScoringService.start`. ``expected_digest`` pins
-    the bundle: any other one is refused at start-up and at every reload."""
+    the bundle: any other one is refused at start-up and at every reload. ``shadow_model_uri``
+    (default ``settings.shadow_model``): a model scored in shadow mode (:class:`ShadowModel`)."""
     from fraud_detection.models.registry import ModelRef, alias_version, resolve_model
 
-    ref = ModelRef.parse(model_uri)
+    def loader(
+        uri: str, digest: str | None
+    ) -> tuple[Callable[[], FraudScorer], Callable[[], str | None] | None]:
+        ref = ModelRef.parse(uri)
 
-    def load_scorer() -> FraudScorer:
-        model = resolve_model(model_uri, public_key=public_key, expected_digest=expected_digest)
-        scorer = FraudScorer(model, store)  # the store carries its online deadline (FRAUD_ONLINE_TIMEOUT_S)
-        warm_up(scorer)
-        return scorer
+        def load() -> FraudScorer:
+            model = resolve_model(uri, public_key=public_key, expected_digest=digest)
+            scorer = FraudScorer(
+                model, store
+            )  # the store carries its online deadline (FRAUD_ONLINE_TIMEOUT_S)
+            warm_up(scorer)
+            return scorer
 
-    current_version = None
-    if ref.alias is not None:
         name, alias = ref.name, ref.alias
-        assert name is not None
+        if name is None or alias is None:
+            return load, None
+        return load, lambda: alias_version(name, alias)
 
-        def current_version() -> str | None:
-            return alias_version(name, alias)
-
+    load_scorer, current_version = loader(model_uri, expected_digest)
     sink = None
     if events_dir is not None:
         sink = PredictionSink(
             events_dir, max_batches=settings.events_queue, roll_seconds=settings.events_roll_s
         )
+    shadow = None
+    shadow_model_uri = shadow_model_uri or settings.shadow_model
+    if shadow_model_uri is not None:
+        load_shadow, shadow_version = loader(shadow_model_uri, None)
+        shadow = ShadowModel(load_shadow, shadow_version, settings.shadow_max_pending, sink)
     return ScoringService(
         settings=settings,
         decoder=RequestDecoder(contract, settings.limits()),
@@ -904,6 +1022,7 @@ def make_service(
         current_version=current_version,
         model_uri=model_uri,
         sink=sink,
+        shadow_model=shadow,
     )
 
 
