@@ -372,10 +372,12 @@ class RequestDecoder:
             )
         assert n_rows is not None
         self._check_count(n_rows, "inputs")
-        names = list(columns)
-        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         parameters = self._parameters(request.parameters, "parameters")
-        batch = self.validate_rows(rows, "inputs")
+        batch = self._fast_columns(columns, n_rows)
+        if batch is None:
+            names = list(columns)
+            rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+            batch = self.validate_rows(rows, "inputs")
         self._check_members(body, _colons(payload) + sum(_colons(tensor) for tensor in payload["inputs"]))
         return batch, parameters, request.id
 
@@ -425,16 +427,28 @@ class RequestDecoder:
         the row model accepts with the same values."""
         plan = self._fast_plan
         n = len(rows)
-        if (
-            plan is None
-            or n < _FAST_PATH_MIN_ROWS
-            or any(type(row) is not dict or len(row) != len(plan) for row in rows)
-        ):
+        if plan is None or n < _FAST_PATH_MIN_ROWS or set(map(type, rows)) != {dict}:
+            return None
+        if set(map(len, rows)) != {len(plan)}:
+            return None
+        try:
+            columns = {name: [row[name] for row in rows] for name in plan}  # KeyError: another key set
+        except KeyError:
+            return None
+        return self._fast_columns(columns, n)
+
+    def _fast_columns(self, raw: dict[str, list[Any]], n: int) -> TransactionBatch | None:
+        """:meth:`_fast_batch` of columns (V2 tensors, V1 rows taken apart): exactly the fast
+        path's columns, ``n`` values each."""
+        plan = self._fast_plan
+        if plan is None or n < _FAST_PATH_MIN_ROWS or raw.keys() != plan.keys():
             return None
         columns: dict[str, np.ndarray] = {}
         try:
             for name, (dtype, low, high) in plan.items():
-                values = [row[name] for row in rows]  # KeyError: another key set
+                values = raw[name]
+                if len(values) != n:
+                    return None
                 kinds = set(map(type, values))
                 if dtype == DType.DATETIME:
                     if kinds != {str}:
@@ -457,7 +471,7 @@ class RequestDecoder:
                 if (low is not None and (array < low).any()) or (high is not None and (array > high).any()):
                     return None
                 columns[name] = array
-        except (KeyError, OverflowError):
+        except OverflowError:
             return None
         event_us = columns[EVENT_TIMESTAMP]
         latest = dt.datetime.now(dt.UTC) + self.limits.max_future_skew
@@ -548,7 +562,7 @@ def _colons(obj: dict[str, Any]) -> int:
         if isinstance(value, str):
             count += value.count(":")
         elif isinstance(value, list):
-            count += sum(item.count(":") for item in value if isinstance(item, str))
+            count += "".join([item for item in value if type(item) is str]).count(":")
         elif key == "parameters" and isinstance(value, dict):
             count += _colons(value)
     return count
