@@ -4,7 +4,7 @@
 #   2. artifacts/fraud (simulated data, features, online store, bundle, exports, payloads):
 #      scripts/prepare_fraud.py with the project venv (skipped when done; PREPARE=1 rebuilds);
 #   3. ./run.sh with BENCH_ARTIFACTS=artifacts/fraud: in-process timings, then mlflow,
-#      kserve-inplace, kserve-const, ours, ours-nobatch, each run twice -> out/table.md.
+#      kserve-inplace, kserve-const, ours, ours-nobatch, ours-shadow, each run twice -> out/table.md.
 # Options go to scripts/run_bench.py and override these defaults, e.g.
 #   ./run_fraud.sh --runs 1 --duration 5 --batch-duration 3        (a short smoke run)
 #   ./run_fraud.sh --only ours,kserve-inplace
@@ -16,4 +16,4 @@ PROJECT_PY=${PROJECT_PY:-../../.venv/bin/python}
 if [ ! -f artifacts/fraud/expected.json ] || [ "${PREPARE:-0}" = 1 ]; then
   "$PROJECT_PY" scripts/prepare_fraud.py --out artifacts/fraud $([ "${PREPARE:-0}" = 1 ] && echo --force)
 fi
-BENCH_ARTIFACTS=artifacts/fraud exec ./run.sh --only mlflow,kserve-inplace,kserve-const,ours,ours-nobatch "$@"
+BENCH_ARTIFACTS=artifacts/fraud exec ./run.sh --only mlflow,kserve-inplace,kserve-const,ours,ours-nobatch,ours-shadow "$@"

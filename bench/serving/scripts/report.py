@@ -61,7 +61,7 @@ for r in failed:
     print(f"\nFAILED run {r['run']} {r['server']}{where}: {r['failed']}")
 
 # ours vs the peers, throughput ratios from the same run (V1 with V1, V2 with V2; mlflow has one path)
-OURS = ("ours", "ours-nobatch")
+OURS = ("ours", "ours-nobatch", "ours-shadow")
 CASES = (("1row_c1", "1 row, c=1"), ("1row_c16", "1 row, c=16"), ("1000rows_c1", "1,000 rows, c=1"))
 ours_targets = OrderedDict((r["target"], r) for r in ok if r["server"] in OURS)
 if ours_targets:

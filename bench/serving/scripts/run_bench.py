@@ -216,6 +216,8 @@ def build_servers(art: str, fraud_bin: str, ours_model: str = "fraud-detector") 
     for name, extra_env, note in (
         ("ours", {}, ""),
         ("ours-nobatch", {"FRAUD_SERVE_BATCH_WAIT_MS": "-1"}, ", micro-batching off"),
+        # shadow mode on: a second copy of the bundle scores every merged batch off the request path
+        ("ours-shadow", {"FRAUD_SERVE_SHADOW_MODEL": f"{abs_art}/bundle"}, ", shadow mode on"),
     ):
         servers[name] = Server(
             [*ours_argv, "--events-dir", os.path.join(HERE, "out", "events", name)],
@@ -243,8 +245,9 @@ ORDER = [
     "asgi-floor",
     "ours",
     "ours-nobatch",
+    "ours-shadow",
 ]
-OURS = ("ours", "ours-nobatch")
+OURS = ("ours", "ours-nobatch", "ours-shadow")
 
 
 # (case, payload rows, wrk connections, duration seconds)
