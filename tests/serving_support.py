@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ import pandas as pd
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FEATURE_CONFIG_PATH = REPO_ROOT / "configs" / "features" / "default.yaml"
 MODEL_NAME = "fraud-detector"
+PREDICT = f"/v1/models/{MODEL_NAME}:predict"
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,108 @@ def running_server(world: ServingWorld, **kwargs: Any) -> Iterator[ServerProcess
         yield server
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------ a client stream and a registry
+
+
+class Stream:
+    """One client sending a request after another on a keep-alive connection (in a thread),
+    recording (time, status or connection error name, model_version) for each."""
+
+    def __init__(self, port: int, row: dict[str, Any], pause_s: float = 0.01) -> None:
+        self.port = port
+        self.body = json.dumps(v1_body([row])).encode()
+        self.pause_s = pause_s
+        self.answers: list[tuple[float, int | str, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        connection: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                connection.request("POST", PREDICT, self.body, JSON_HEADERS)
+                response = connection.getresponse()
+                payload = response.read()
+                version = json.loads(payload).get("model_version") if response.status == 200 else None
+                self.answers.append((time.monotonic(), response.status, version))
+            except (OSError, http.client.HTTPException) as err:
+                self.answers.append((time.monotonic(), type(err).__name__, None))
+                if connection is not None:
+                    connection.close()
+                connection = None
+            time.sleep(self.pause_s)
+        if connection is not None:
+            connection.close()
+
+    def wait_for_version(self, version: str, since: float, timeout: float) -> float | None:
+        """Seconds from ``since`` to the first answer from ``version`` after it (None: not within timeout)."""
+
+        def first() -> float | None:
+            return next((t for t, _, v in list(self.answers) if t >= since and v == version), None)
+
+        wait_until(lambda: first() is not None, timeout)
+        found = first()
+        return None if found is None else found - since
+
+    def versions_after(self, since: float) -> list[str | None]:
+        return [v for t, _, v in list(self.answers) if t >= since]
+
+    def failures(self) -> list[tuple[float, int | str]]:
+        return [(t, status) for t, status, _ in list(self.answers) if status != 200]
+
+
+@contextlib.contextmanager
+def mlflow_registry(root: Path) -> Iterator[Any]:
+    """MLflow (SQLite registry, local artifacts) under ``root`` for this process; restored after."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from fraud_detection.training import tracking
+
+    handle = tracking.Tracking(f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri())
+    saved_uri = tracking_utils._tracking_uri
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    tracking.open_tracking(handle)
+    try:
+        yield handle
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        mlflow.set_registry_uri(saved_uri)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def register(handle: Any, name: str, bundle_dir: Path, reference: Any, *, digest: str | None = None) -> str:
+    """Register ``bundle_dir`` as a new version of ``name`` the way training does (pyfunc + the
+    bundle, ``bundle_sha256`` tag), with its gates recorded as passed; returns the version.
+    ``reference``: a loaded bundle with the same features, for the signature's example."""
+    import mlflow
+
+    from fraud_detection.models import registry
+    from fraud_detection.models.bundle import bundle_digest
+    from fraud_detection.training import tracking
+
+    digest = digest or bundle_digest(bundle_dir)
+    names = list(reference.feature_names)
+    example = pd.DataFrame(np.zeros((2, len(names)), np.float32), columns=names)
+    with mlflow.start_run(experiment_id=tracking.experiment_id("serving-lifecycle", handle)):
+        info = tracking.log_bundle_model(bundle_dir, digest, example, reference.predict_proba(example), name)
+    version = str(info.registered_model_version)
+    registry.tag_version(name, version, {registry.DIGEST_TAG: digest})
+    registry.record_gates(name, version, True, [], None)
+    return version
 
 
 # ------------------------------------------------------------------------------- in process

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import http.client
 import json
-import os
 import random
 import shutil
 import signal
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +36,16 @@ import pytest
 
 from tests.serving_support import (
     FEATURE_CONFIG_PATH,
+    JSON_HEADERS,
     MODEL_NAME,
+    PREDICT,
     REPO_ROOT,
     ServerProcess,
     ServingWorld,
+    Stream,
     free_port,
+    mlflow_registry,
+    register,
     running_server,
     start_server,
     v1_body,
@@ -52,12 +55,10 @@ from tests.serving_support import (
 pytestmark = pytest.mark.integration
 
 SLOW_LAUNCHER = [sys.executable, "tests/serving_slow_launcher.py"]
-PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 READY = "/v2/health/ready"
 MODEL_READY = f"/v2/models/{MODEL_NAME}/ready"
 LIVE = "/v2/health/live"
 LOAD = f"/v2/repository/models/{MODEL_NAME}/load"
-JSON_HEADERS = {"content-type": "application/json"}
 
 
 def report(record_property: Any, test: str, **figures: Any) -> None:
@@ -99,63 +100,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-class Stream:
-    """One client sending a request after another on a keep-alive connection (in a thread),
-    recording (time, status or connection error name, model_version) for each."""
-
-    def __init__(self, port: int, row: dict[str, Any], pause_s: float = 0.01) -> None:
-        self.port = port
-        self.body = json.dumps(v1_body([row])).encode()
-        self.pause_s = pause_s
-        self.answers: list[tuple[float, int | str, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
-
-    def __enter__(self) -> Stream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        connection: http.client.HTTPConnection | None = None
-        while not self._stop.is_set():
-            try:
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                connection.request("POST", PREDICT, self.body, JSON_HEADERS)
-                response = connection.getresponse()
-                payload = response.read()
-                version = json.loads(payload).get("model_version") if response.status == 200 else None
-                self.answers.append((time.monotonic(), response.status, version))
-            except (OSError, http.client.HTTPException) as err:
-                self.answers.append((time.monotonic(), type(err).__name__, None))
-                if connection is not None:
-                    connection.close()
-                connection = None
-            time.sleep(self.pause_s)
-        if connection is not None:
-            connection.close()
-
-    def wait_for_version(self, version: str, since: float, timeout: float) -> float | None:
-        """Seconds from ``since`` to the first answer from ``version`` after it (None: not within timeout)."""
-
-        def first() -> float | None:
-            return next((t for t, _, v in list(self.answers) if t >= since and v == version), None)
-
-        wait_until(lambda: first() is not None, timeout)
-        found = first()
-        return None if found is None else found - since
-
-    def versions_after(self, since: float) -> list[str | None]:
-        return [v for t, _, v in list(self.answers) if t >= since]
-
-    def failures(self) -> list[tuple[float, int | str]]:
-        return [(t, status) for t, status, _ in list(self.answers) if status != 200]
 
 
 # ----------------------------------------------- R6 smoke (first: xdist starts the longest test first)
@@ -594,48 +538,6 @@ def test_timeouts_deadline_online_store_and_slowloris(
 
 
 # ---------------------------------------------------------------------------- R10 reload + hot
-
-
-@contextlib.contextmanager
-def mlflow_registry(root: Path) -> Iterator[Any]:
-    """MLflow (SQLite registry, local artifacts) under ``root`` for this process; restored after."""
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    from fraud_detection.training import tracking
-
-    handle = tracking.Tracking(f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri())
-    saved_uri = tracking_utils._tracking_uri
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    tracking.open_tracking(handle)
-    try:
-        yield handle
-    finally:
-        mlflow.set_tracking_uri(saved_uri)
-        mlflow.set_registry_uri(saved_uri)
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-def register(handle: Any, name: str, bundle_dir: Path, reference: Any, *, digest: str | None = None) -> str:
-    """Register ``bundle_dir`` as a new version of ``name`` the way training does (pyfunc + the
-    bundle, ``bundle_sha256`` tag), with its gates recorded as passed; returns the version.
-    ``reference``: a loaded bundle with the same features, for the signature's example."""
-    import mlflow
-
-    from fraud_detection.models import registry
-    from fraud_detection.models.bundle import bundle_digest
-    from fraud_detection.training import tracking
-
-    digest = digest or bundle_digest(bundle_dir)
-    names = list(reference.feature_names)
-    example = pd.DataFrame(np.zeros((2, len(names)), np.float32), columns=names)
-    with mlflow.start_run(experiment_id=tracking.experiment_id("serving-lifecycle", handle)):
-        info = tracking.log_bundle_model(bundle_dir, digest, example, reference.predict_proba(example), name)
-    version = str(info.registered_model_version)
-    registry.tag_version(name, version, {registry.DIGEST_TAG: digest})
-    registry.record_gates(name, version, True, [], None)
-    return version
 
 
 def flip_byte(path: Path, offset: int = 200) -> bytes:
