@@ -49,42 +49,51 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(if $(UV_ON_PATH),,.tools/bin/uv)
 
 install: $(VENV)/.synced
 
+# The demo: the training flow (Prefect, ephemeral local server) end to end on the simulator's default
+# data, then the champion's batch score and one online request, then a summary of what ran and where.
 demo: install
-	$(VENV)/bin/fraud simulate --out $(DEMO_DIR)/raw/simulator
-	$(VENV)/bin/fraud validate $(DEMO_DIR)/raw/simulator --contract simulator --out $(DEMO_DIR)/processed/simulator
-	$(VENV)/bin/fraud features build --raw $(DEMO_DIR)/raw/simulator --contract simulator --out $(DEMO_DIR)/features/simulator
-	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features apply --features-dir $(DEMO_DIR)/features/simulator
-	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features materialize \
-		--start 2018-04-01 --end 2018-10-01 --features-dir $(DEMO_DIR)/features/simulator
+	$(VENV)/bin/fraud pipeline train --data-dir $(DEMO_DIR)
 	FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud features online \
 		--customer-id 42 --terminal-id 7 --amount 120 --timestamp 2018-09-30T12:00:00 --features-dir $(DEMO_DIR)/features/simulator
-	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud train --config configs/training/default.yaml \
-		--set data.source=$(DEMO_DIR)/raw/simulator --train-start 2018-09-03 --register \
-		--out $(DEMO_DIR)/models/demo-$$(date -u +%Y%m%dT%H%M%S)
-	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud evaluate models:/fraud-detector@challenger \
-		--config configs/training/default.yaml --set data.source=$(DEMO_DIR)/raw/simulator
-	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud promote --name fraud-detector
 	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud models --name fraud-detector
-	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud score --model models:/fraud-detector@champion \
-		--input $(DEMO_DIR)/raw/simulator --out $(DEMO_DIR)/scores/simulator.parquet
+	@mkdir -p $(DEMO_DIR)/pipelines
+	start=$$(date +%s); FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud score --model models:/fraud-detector@champion \
+		--input $(DEMO_DIR)/raw/simulator --out $(DEMO_DIR)/scores/simulator.parquet \
+		&& echo "batch score, whole dataset (fraud score)=$$(( $$(date +%s) - start ))" > $(DEMO_DIR)/pipelines/demo_stages.txt
+	@# Batch inference of one day, exactly once (a rerun of make demo finds it committed: a no-op).
+	start=$$(date +%s); FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud batch score --model models:/fraud-detector@champion \
+		--raw $(DEMO_DIR)/raw/simulator --date 2018-09-30 --features-dir $(DEMO_DIR)/features/simulator \
+		--out $(DEMO_DIR)/batch_predictions \
+		&& echo "batch inference of 2018-09-30 (fraud batch score)=$$(( $$(date +%s) - start ))" >> $(DEMO_DIR)/pipelines/demo_stages.txt
 	@# Online: serve the champion on loopback, score one transaction over KServe V1, stop (SIGTERM).
-	FRAUD_DATA_DIR=$(DEMO_DIR) FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud serve \
+	start=$$(date +%s); FRAUD_DATA_DIR=$(DEMO_DIR) FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store $(VENV)/bin/fraud serve \
 		--features-dir $(DEMO_DIR)/features/simulator --port $(DEMO_PORT) & server=$$!; \
-	$(VENV)/bin/python -c "$$DEMO_REQUEST" $(DEMO_PORT); status=$$?; kill $$server; wait $$server; exit $$status
+	$(VENV)/bin/python -c "$$DEMO_REQUEST" $(DEMO_PORT); status=$$?; kill $$server; wait $$server; \
+	echo "online serve + 1 request=$$(( $$(date +%s) - start ))" >> $(DEMO_DIR)/pipelines/demo_stages.txt; exit $$status
+	@# The drift story: drift, decay, alerts, a retrained challenger in shadow, A/B, promotion (README).
+	start=$$(date +%s); rm -rf $(DEMO_DIR)/drift-story && $(VENV)/bin/fraud --log-level ERROR drift-story --out $(DEMO_DIR)/drift-story \
+		&& echo "drift story (fraud drift-story)=$$(( $$(date +%s) - start ))" >> $(DEMO_DIR)/pipelines/demo_stages.txt
 	@echo
-	@echo "Demo outputs:"
+	@echo "Where everything is:"
 	@echo "  raw dataset (immutable daily partitions + manifest): $(DEMO_DIR)/raw/simulator/"
-	@echo "  validated transactions:                             $(DEMO_DIR)/processed/simulator/transactions.parquet"
-	@echo "  data quality report:                                $(DEMO_DIR)/processed/simulator/quality_report.html"
-	@echo "  lineage manifest (content digest):                  $(DEMO_DIR)/processed/simulator/manifest.json"
+	@echo "  validated transactions + quality report (HTML):     $(DEMO_DIR)/processed/simulator/  (quality_report.html)"
 	@echo "  point-in-time feature tables:                       $(DEMO_DIR)/features/simulator/"
 	@echo "  Feast registry + SQLite online store:               $(DEMO_DIR)/feature_store/"
+	@echo "  training set of the run (parquet + sidecar):        $(DEMO_DIR)/training_sets/simulator/"
 	@echo "  model bundles (UBJ + SHA-256 manifest):             $(DEMO_DIR)/models/"
-	@echo "  MLflow runs + registry (SQLite):                    $(DEMO_DIR)/mlflow/  (UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/mlflow/mlflow.db)"
-	@echo "  evaluation evidence + model report (HTML):          $(DEMO_DIR)/evaluations/fraud-detector-v*/report.html"
+	@echo "  model report (HTML) + evaluation evidence:          $(DEMO_DIR)/evaluations/fraud-detector-v*/report.html"
+	@echo "  registered model:                                   models:/fraud-detector@champion  (.venv/bin/fraud models --name fraud-detector)"
+	@echo "  MLflow runs + registry (SQLite), UI:                .venv/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_DIR)/mlflow/mlflow.db"
 	@echo "  scores of the champion:                             $(DEMO_DIR)/scores/simulator.parquet"
-	@echo "  online server (KServe V1/V2):                       FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store .venv/bin/fraud serve --features-dir $(DEMO_DIR)/features/simulator  (docs/serving.md)"
+	@echo "  one day's batch inference (exactly once, manifest): $(DEMO_DIR)/batch_predictions/  (docs/batch.md)"
+	@echo "  the drift story (timeline, monitoring, alerts):     $(DEMO_DIR)/drift-story/  (timeline.csv; docs/runbook.md)"
+	@echo "  start the server:                                   FRAUD_DATA_DIR=$(DEMO_DIR) FRAUD_FEATURE_STORE_DIR=$(DEMO_DIR)/feature_store .venv/bin/fraud serve --features-dir $(DEMO_DIR)/features/simulator --port $(DEMO_PORT)"
+	@echo "  send a request:                                     curl -s localhost:$(DEMO_PORT)/v1/models/fraud-detector:predict -H 'content-type: application/json' -d '{\"instances\": [{\"transaction_id\": 1, \"customer_id\": 42, \"terminal_id\": 7, \"amount\": 120.5, \"event_timestamp\": \"2018-09-30T12:00:00Z\"}]}'  (docs/serving.md)"
 	@echo "  prediction event log of the server:                 $(DEMO_DIR)/predictions/"
+	@echo "  the flows, schedules and a Prefect server:          docs/pipelines.md"
+	@echo
+	@set --; while IFS= read -r stage; do set -- "$$@" --stage "$$stage"; done < $(DEMO_DIR)/pipelines/demo_stages.txt; \
+	FRAUD_DATA_DIR=$(DEMO_DIR) $(VENV)/bin/fraud pipeline summary --data-dir $(DEMO_DIR) "$$@"
 
 test: install
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)

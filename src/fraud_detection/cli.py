@@ -679,13 +679,40 @@ def promote(
         str | None, typer.Argument(help="The version to make champion \\[default: the current challenger].")
     ] = None,
     name: _ModelName = "fraud-detector",
+    require_ab_win: Annotated[
+        bool,
+        typer.Option(
+            "--require-ab-win",
+            help="Promote only on a significant A/B win over the champion (challenger logged as shadow).",
+        ),
+    ] = False,
+    events_dir: Annotated[
+        Path | None, typer.Option(help="Prediction events with the shadow scores (--require-ab-win).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Delayed labels: transaction_id, is_fraud (--require-ab-win).")
+    ] = None,
+    ab_config: Annotated[
+        Path | None, typer.Option(help="A/B test settings (YAML, ABTestConfig) \\[default: built-in].")
+    ] = None,
 ) -> None:
     """Make a registered version the champion (the previous one is remembered for rollback)."""
+    if require_ab_win and (events_dir is None or labels is None):
+        raise _fail("--require-ab-win needs --events-dir and --labels", 2)
     _, handle = _open_tracking()
-    from fraud_detection.models import registry
+    from fraud_detection.training.lifecycle import promote_challenger
 
-    chosen = version or _tracked(handle, lambda: registry.alias_version(name, registry.CHALLENGER))
-    previous = _tracked(handle, lambda: registry.promote(name, chosen))
+    if require_ab_win:
+        from fraud_detection.monitoring import ab_test
+
+        ab_settings = _run(lambda: ab_test.load_ab_config(ab_config)) if ab_config else None
+        gate = _tracked(
+            handle, lambda: ab_test.check_ab_win(name, version, events_dir, labels, config=ab_settings)
+        )
+        typer.echo(f"A/B test passed: {gate.result.reason}")
+        version = gate.challenger_version
+    promotion = _run(lambda: promote_challenger(name, version, tracking=handle))
+    chosen, previous = promotion.champion, promotion.previous
     if previous == chosen:
         typer.echo(f"{name} version {chosen} is already the champion")
     else:
@@ -728,24 +755,21 @@ def _evaluate(
     if model.startswith("models:/") or track:
         _, handle = _open_tracking()
     loaded, table = _training_inputs(config, overrides)
-    from fraud_detection.evaluation.evaluate import run_evaluation
-    from fraud_detection.models.registry import CHAMPION, ModelRef, resolve_alias, resolve_model
+    from fraud_detection.training.lifecycle import evaluate_resolved
 
-    def resolve(uri: str):  # type: ignore[no-untyped-def]
-        load = lambda: resolve_model(uri, public_key=settings.model_public_key)  # noqa: E731
-        return _tracked(handle, load) if uri.startswith("models:/") else _run(load)
-
-    resolved = resolve(model)
-    ref = ModelRef.parse(model)
-    champion = None
-    if ref.name is not None:  # no champion yet: nothing to regress against
-        champion = _tracked(
-            handle, lambda: resolve_alias(ref.name, CHAMPION, public_key=settings.model_public_key)
+    evaluation, out = _run(
+        lambda: evaluate_resolved(
+            model,
+            loaded,
+            table,
+            checks,
+            out,
+            evaluations_dir=settings.data_dir / "evaluations",
+            tracking=handle,
+            public_key=settings.model_public_key,
         )
-    name = f"{ref.name}-v{resolved.version}" if ref.name else resolved.version
-    out = out or settings.data_dir / "evaluations" / name
-    evaluation = _run(lambda: run_evaluation(resolved, table, loaded, checks, out, champion=champion))
-    return loaded, evaluation, out, handle, ref
+    )
+    return loaded, evaluation, out, handle
 
 
 def _print_gates(evaluation) -> None:  # type: ignore[no-untyped-def]
@@ -772,13 +796,11 @@ def evaluate(
     """Evaluate a model on its held-out week, record the gate outcome, write the report; exit 1 if a gate fails."""
     from fraud_detection.errors import ModelGateFailed
 
-    loaded, evaluation, out_dir, handle, ref = _evaluate(model, config, overrides, eval_config, out, track)
+    loaded, evaluation, out_dir, handle = _evaluate(model, config, overrides, eval_config, out, track)
     if track and handle is not None:
-        import fraud_detection.training.tracking as tracking
-        from fraud_detection.evaluation.evaluate import log_evaluation
+        from fraud_detection.training.lifecycle import record_evaluation
 
-        experiment = _tracked(handle, lambda: tracking.experiment_id(loaded.experiment, handle))
-        _tracked(handle, lambda: log_evaluation(evaluation, experiment, out_dir, ref.name))
+        _run(lambda: record_evaluation(evaluation, loaded, out_dir, model, tracking=handle))
     _print_gates(evaluation)
     typer.echo(f"evidence: {out_dir / 'evaluation.json'}")
     typer.echo(f"report: {out_dir / 'report.html'}")
@@ -797,7 +819,7 @@ def report(
     """Write the model report and print its Definition of Done checklist (the registry is not touched)."""
     from fraud_detection.evaluation.report import definition_of_done, format_checklist
 
-    _, evaluation, out_dir, _, _ = _evaluate(model, config, overrides, eval_config, out, track=False)
+    _, evaluation, out_dir, _ = _evaluate(model, config, overrides, eval_config, out, track=False)
     typer.echo(format_checklist(definition_of_done(evaluation)))
     typer.echo(f"report: {out_dir / 'report.html'}")
 
@@ -835,6 +857,13 @@ def serve(
             "any other bundle is refused at start-up and at reload \\[default: FRAUD_MODEL_DIGEST]."
         ),
     ] = None,
+    shadow_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Shadow mode: also score every request with this model (e.g. models:/fraud-detector@challenger), "
+            "off the request path; its scores go to the event log only \\[default: FRAUD_SERVE_SHADOW_MODEL]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the model as KServe model `fraud-detector` (V1 and V2 protocols) until SIGTERM."""
     import os
@@ -862,11 +891,13 @@ def serve(
         raise _fail(f"invalid server settings: {format_validation_error(err)}", 2) from None
     # A model URI that is not understood is refused before any file or registry is touched (S6).
     ref = _run(lambda: ModelRef.parse(model))
+    shadow_uri = shadow_model or serving.shadow_model
+    shadow_ref = None if shadow_uri is None else _run(lambda: ModelRef.parse(shadow_uri))
     loaded_contract = _run(lambda: load_contract(contract, settings.contracts_dir))
     store = None
     if features_dir is not None:
         _, store = _open_feature_store(features_dir, feature_config)
-    if ref.name is not None:
+    if ref.name is not None or (shadow_ref is not None and shadow_ref.name is not None):
         _open_tracking()
     service = _run(
         lambda: make_service(
@@ -877,9 +908,326 @@ def serve(
             public_key=settings.model_public_key,
             expected_digest=digest,
             events_dir=events_dir or serving.events_dir or settings.data_dir / "predictions",
+            shadow_model_uri=shadow_uri,
         )
     )
     code = run_server(service)
     if store is not None:
         store.close()
     raise typer.Exit(code)
+
+
+# --- fraud pipeline: the Prefect flows ---------------------------------------------------------------
+
+pipeline_app = typer.Typer(
+    name="pipeline",
+    help="Prefect flows: run the training flow once, or serve the scheduled deployments (PREFECT_API_URL).",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+def _print_run_summary(summary, extra_stages: list[tuple[str, float]]) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    stages = Table(title="what ran")
+    for column in ("stage", "seconds"):
+        stages.add_column(column)
+    for stage in [*((s.stage, s.seconds) for s in summary.stages), *extra_stages]:
+        stages.add_row(stage[0], f"{stage[1]:.1f}")
+    console.print(stages)
+    metrics = Table(title=f"{summary.registered_model} version {summary.version}")
+    for column in ("metric", "value"):
+        metrics.add_column(column)
+    for name, value in summary.metrics.items():
+        metrics.add_row(name, f"{value:.4f}")
+    gates = "all passed" if summary.gates_passed else "; ".join(summary.gate_failures)
+    metrics.add_row("gates", gates)
+    metrics.add_row("champion", summary.champion or "unchanged")
+    console.print(metrics)
+    paths = Table(title="where things are")
+    for column in ("what", "where"):
+        paths.add_column(column)
+    for name, where in summary.paths.items():
+        paths.add_row(name, where)
+    console.print(paths)
+
+
+@pipeline_app.command("train")
+def pipeline_train(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where every output goes \\[default: FRAUD_DATA_DIR].")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Raw transactions to ingest \\[default: simulate them].")
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="Folder name under raw/, processed/, features/.")
+    ] = "simulator",
+    config: _TrainingConfigPath = Path("configs/training/default.yaml"),
+    overrides: _Overrides = None,
+    eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
+    train_start: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="First day of the training window \\[default: 2018-09-03]."),
+    ] = None,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Search hyperparameters first.")] = False,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Tuning trials \\[default: search.n_trials].")
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option("--promote/--no-promote", help="Make the challenger champion if every gate passes."),
+    ] = True,
+    days: Annotated[int | None, typer.Option(min=1, help="Simulated days \\[default: 183].")] = None,
+) -> None:
+    """Run the training flow once: data → features → Feast → train → evaluate → gates → register → promote."""
+    from pydantic import ValidationError
+
+    from fraud_detection.config import format_validation_error
+    from fraud_detection.pipelines.runtime import prepare_flow_process
+
+    prepare_flow_process()  # before Prefect and MLflow are imported
+    from fraud_detection.pipelines.training_flow import (
+        DEFAULT_PARAMETERS,
+        TrainingFlowParameters,
+        training_flow,
+    )
+
+    options = {
+        "data_dir": data_dir,
+        "source": source,
+        "dataset": dataset,
+        "training_config": config,
+        "overrides": overrides or [],
+        "evaluation_config": eval_config,
+        "train_start": train_start.date() if train_start else DEFAULT_PARAMETERS.train_start,
+        "tune": tune,
+        "n_trials": trials,
+        "promote": promote,
+    }
+    if days is not None:
+        options["simulator"] = DEFAULT_PARAMETERS.simulator.model_copy(update={"n_days": days})
+    try:
+        parameters = TrainingFlowParameters(**options)
+    except ValidationError as err:
+        raise _fail(f"invalid flow parameters: {format_validation_error(err)}", 2) from None
+    summary = _run(lambda: training_flow(parameters))
+    _print_run_summary(summary, [])
+
+
+@pipeline_app.command("summary")
+def pipeline_summary(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The training flow's data folder \\[default: FRAUD_DATA_DIR].")
+    ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another stage to list, NAME=SECONDS (repeatable), e.g. a batch score after the flow."
+        ),
+    ] = None,
+) -> None:
+    """Print the last training flow run's summary: stages and their time, metrics, where things are."""
+    from fraud_detection.training.lifecycle import read_run_summary
+
+    extra = []
+    for item in stage or []:
+        name, sep, seconds = item.rpartition("=")
+        try:
+            extra.append((name, float(seconds)))
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise _fail(f"--stage {item!r}: expected NAME=SECONDS, e.g. 'batch score=12.5'", 2)
+    folder = data_dir or _settings().data_dir
+    summary = _run(lambda: read_run_summary(folder / "pipelines" / "training_flow_summary.json"))
+    _print_run_summary(summary, extra)
+
+
+@pipeline_app.command("serve")
+def pipeline_serve(
+    limit: Annotated[int | None, typer.Option(min=1, help="Most flow runs at the same time.")] = None,
+) -> None:
+    """Serve the scheduled deployments (training weekly, batch inference daily) until interrupted."""
+    from fraud_detection.pipelines.runtime import prepare_flow_process
+
+    prepare_flow_process()
+    from fraud_detection.pipelines.deployments import serve_deployments
+
+    _run(lambda: serve_deployments(limit=limit))
+
+
+# --- batch inference (issue 7): one day's partition, committed exactly once ----------------------
+
+batch_app = typer.Typer(
+    name="batch", help="Batch inference over the raw store's daily partitions.", no_args_is_help=True
+)
+app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("score")
+def batch_score(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")],
+    raw: Annotated[Path, typer.Option("--raw", help="Raw dataset folder (daily partitions + manifest).")],
+    date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="Day to score (UTC).")],
+    features_dir: _FeaturesDir,
+    out: Annotated[Path, typer.Option(help="Root of the predictions layout (see docs/batch.md).")],
+    contract: Annotated[str, typer.Option(help="Contract name or .yaml path.")] = "simulator",
+    logical_time: Annotated[
+        dt.datetime | None,
+        typer.Option(help="The run's logical time (UTC): inference_timestamp; default the end of --date."),
+    ] = None,
+    explain: Annotated[bool, typer.Option(help="Add top_reasons (JSON) per transaction.")] = False,
+    top_reasons: Annotated[int, typer.Option(min=1, max=20, help="Reasons per transaction.")] = 3,
+    rows_per_part: Annotated[int, typer.Option(min=1, help="Rows per output part file.")] = 1_000_000,
+    dask: Annotated[
+        str | None, typer.Option(help='Score on Dask: a scheduler address, or "local" (in-process cluster).')
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for a concurrent run of the day instead of failing.")
+    ] = False,
+) -> None:
+    """Score one day's partition with point-in-time offline features; commit the predictions once."""
+    from fraud_detection.data.contract import load_contract
+    from fraud_detection.inference import batch
+    from fraud_detection.models.registry import ModelRef, resolve_model
+
+    settings = _settings()
+    loaded = _run(lambda: load_contract(contract, settings.contracts_dir))
+    if _run(lambda: ModelRef.parse(model)).name is not None:
+        _, handle = _open_tracking()
+        resolved = _tracked(handle, lambda: resolve_model(model, public_key=settings.model_public_key))
+    else:
+        resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
+    day = date.date()
+    spec = batch.BatchSpec(
+        raw_dir=raw,
+        date=day,
+        features_dir=features_dir,
+        out_dir=out,
+        logical_time=logical_time or batch.default_logical_time(day),
+        explain=explain,
+        top_reasons=top_reasons,
+        rows_per_part=rows_per_part,
+        dask=dask,
+        wait_for_lock=wait,
+    )
+    result = _run(lambda: batch.run_batch(spec, resolved, loaded))
+    state = "committed" if result.committed else "already committed with these inputs (nothing to do)"
+    typer.echo(
+        f"{day.isoformat()}: {result.rows} predictions, {result.rejected} rejected rows, {state} "
+        f"[{result.seconds:.2f} s]"
+    )
+    typer.echo(f"predictions: {result.partition_dir}")
+
+
+# --- monitoring (issue 8): drift, performance on delayed labels, alerts ------------------------------
+
+_MONITOR_TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+
+
+@app.command()
+def monitor(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")],
+    start: Annotated[dt.datetime, typer.Option(formats=_MONITOR_TIME_FORMATS, help="Period start (UTC).")],
+    end: Annotated[
+        dt.datetime, typer.Option(formats=_MONITOR_TIME_FORMATS, help="Period end, exclusive (UTC).")
+    ],
+    events_dir: Annotated[
+        Path | None, typer.Option(help="Server prediction events \\[default: FRAUD_DATA_DIR/predictions].")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Delayed labels: transaction_id, is_fraud (parquet/CSV file or folder)."),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stored reference \\[default: FRAUD_DATA_DIR/monitoring/reference/<model digest>]."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Training config: builds the reference from the model's window if missing."),
+    ] = None,
+    monitoring_config: Annotated[Path, typer.Option(help="Monitoring thresholds (YAML).")] = Path(
+        "configs/monitoring/default.yaml"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder \\[default: FRAUD_DATA_DIR/monitoring/runs/<start>--<end>]."),
+    ] = None,
+    html: Annotated[bool, typer.Option(help="Also render Evidently's drift HTML (drift.html).")] = False,
+) -> None:
+    """One monitoring pass: drift vs the training window, performance on labels, alerts (exit 0 on alerts)."""
+    from pydantic import ValidationError
+
+    from fraud_detection.config import format_validation_error
+    from fraud_detection.models.registry import ModelRef, resolve_model
+    from fraud_detection.monitoring import run as monitoring
+    from fraud_detection.monitoring.alerts import AlertSettings
+
+    settings = _settings()
+    try:
+        alert_settings = AlertSettings()
+    except ValidationError as err:
+        raise _fail(f"invalid alert settings: {format_validation_error(err)}", 2) from None
+    checks = _run(lambda: monitoring.load_monitoring_config(monitoring_config))
+    if _run(lambda: ModelRef.parse(model)).name is not None:
+        _, handle = _open_tracking()
+        resolved = _tracked(handle, lambda: resolve_model(model, public_key=settings.model_public_key))
+    else:
+        resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
+    start, end = _utc_naive(start), _utc_naive(end)
+    reference_dir = reference or monitoring.default_reference_dir(settings.data_dir, resolved)
+    frame = (lambda: _training_inputs(config, None)[1].frame) if config is not None else None
+    _run(lambda: monitoring.prepare_reference(resolved, reference_dir, training_frame=frame, config=checks))
+    stamp = f"{start:%Y%m%dT%H%M%S}--{end:%Y%m%dT%H%M%S}"
+    result = _run(
+        lambda: monitoring.run_monitoring(
+            resolved,
+            events_dir or settings.data_dir / "predictions",
+            start=start,
+            end=end,
+            reference_dir=reference_dir,
+            out_dir=out or settings.data_dir / "monitoring" / "runs" / stamp,
+            labels_path=labels,
+            config=checks,
+            html=html,
+            alert_settings=alert_settings,
+        )
+    )
+    for line in monitoring.summary_lines(result):
+        typer.echo(line)
+
+
+@app.command("drift-story")
+def drift_story(
+    out: Annotated[Path, typer.Option(help="New or empty folder for everything the story writes.")],
+    small: Annotated[
+        bool, typer.Option("--small", help="The test size (seconds instead of a minute).")
+    ] = False,
+    seed: Annotated[int, typer.Option(min=0, help="Simulation and training seed.")] = 0,
+    feature_config: Annotated[Path, typer.Option(help="Feature definitions (YAML).")] = Path(
+        "configs/features/default.yaml"
+    ),
+) -> None:
+    """The whole system on simulated drift: serve, monitor, detect, retrain, A/B in shadow, promote."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from fraud_detection.data.contract import load_contract
+    from fraud_detection.monitoring import story
+
+    config = story.small_story_config(seed=seed) if small else story.DriftStoryConfig(seed=seed)
+    contract = _run(lambda: load_contract("simulator", _settings().contracts_dir))
+    result = _run(
+        lambda: story.run_drift_story(out, config, contract=contract, feature_config_path=feature_config)
+    )
+    typer.echo(story.format_timeline(result))
+    for line in story.summary_lines(result):
+        typer.echo(line)

@@ -127,6 +127,18 @@ def test_dask_partition_summaries_give_the_whole_frame_decision() -> None:
     assert partitioned.columns["score"].bin_counts == summarise(current, layout).columns["score"].bin_counts  # type: ignore[union-attr]
 
 
+def test_dask_summaries_survive_a_distributed_setting_left_without_a_client() -> None:
+    """Nested Dask clients closed out of order leave ``scheduler=dask.distributed`` in the config
+    with no client alive: the summaries are still computed (on threads), not refused."""
+    dask = pytest.importorskip("dask")
+    dd = pytest.importorskip("dask.dataframe")
+    frame = make_frame(n=2_000, seed=12)
+    layout = build_layout(frame, categorical=CATEGORICAL)
+    with dask.config.set(scheduler="dask.distributed"):
+        partitioned = summarise_dask(dd.from_pandas(frame, npartitions=3), layout)
+    assert partitioned.columns["score"].bin_counts == summarise(frame, layout).columns["score"].bin_counts  # type: ignore[union-attr]
+
+
 def test_html_report_renders_with_evidently(evidently: Any, tmp_path: Path) -> None:
     reference = make_frame(n=3_000, seed=10)
     current = inject(make_frame(n=3_000, seed=11), "mean_shift")

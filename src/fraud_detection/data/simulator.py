@@ -56,7 +56,9 @@ Beyond the handbook
     transactions at night (00:00-06:00), of small amounts ``U(1, 5)``, on terminals drawn
     uniformly from *all* terminals (not the customer's reachable ones). They are generated after
     scenarios 1-3 have been labelled on the regular transactions, so those scenarios never touch
-    them, and are merged in before the final sort and numbering.
+    them, and are merged in before the final sort and numbering. ``drift_fraud_multiplier`` (default 1)
+    multiplies the 3 per 5,000: at the handbook's rate the pattern is ~0.3 % of the traffic, too little
+    for any day-level drift test to see; the drift story (``monitoring/story.py``) runs it as a wave.
 
 Determinism
 -----------
@@ -149,6 +151,11 @@ class SimulatorConfig(BaseModel):
     drift_kind: Literal["amount_shift", "new_fraud_pattern"] = "amount_shift"
     drift_amount_factor: float = Field(
         default=1.5, gt=0, description="Amount multiplier of the amount_shift drift."
+    )
+    drift_fraud_multiplier: int = Field(
+        default=1,
+        ge=1,
+        description="new_fraud_pattern: compromised customers per day are 3 per 5,000 times this.",
     )
 
     @field_validator("bias_age_band")
@@ -395,7 +402,10 @@ def _apply_scenario3(
 def _scenario4(rng: np.random.Generator, config: SimulatorConfig, drift_day: int) -> _Transactions:
     """New fraud pattern: bursts of small night-time transactions on arbitrary terminals."""
     counts = _daily_counts(
-        _SCENARIO4_CUSTOMERS_PER_DAY, config.n_customers, _HANDBOOK_CUSTOMERS, config.n_days
+        _SCENARIO4_CUSTOMERS_PER_DAY * config.drift_fraud_multiplier,
+        config.n_customers,
+        _HANDBOOK_CUSTOMERS,
+        config.n_days,
     )
     days = np.arange(drift_day, config.n_days, dtype=np.int64)
     customers = np.concatenate(

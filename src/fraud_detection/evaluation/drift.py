@@ -496,8 +496,25 @@ def summarise_dask(frame: dd.DataFrame, layout: DriftLayout, *, role: str = "fra
     import dask
 
     parts = [dask.delayed(summarise)(part, layout, role=role) for part in frame.to_delayed()]
-    (summaries,) = dask.compute(parts)
+    (summaries,) = dask.compute(parts, scheduler=_scheduler())
     return merge_summaries(summaries)
+
+
+def _scheduler() -> str | None:
+    """None (Dask's configured scheduler), or threads when the configuration still names the
+    distributed scheduler but no client is alive: closing nested clients out of order leaves that
+    setting behind, and Dask would raise instead of computing."""
+    import dask
+
+    if dask.config.get("scheduler", None) not in ("dask.distributed", "distributed"):
+        return None
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return "threads"
+    return None
 
 
 def save_summary(path: Path, summary: FrameSummary) -> None:

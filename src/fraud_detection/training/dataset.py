@@ -97,3 +97,66 @@ def load_training_table(config: TrainingConfig, contract: Contract, *, as_of: dt
             "rows": validation.report.n_valid_rows,
         },
     )
+
+
+TRAINING_TABLE_FILE = "training_table.parquet"
+TRAINING_TABLE_META = "training_table.json"
+
+
+def write_training_table(table: TrainingTable, out_dir: Path) -> Path:
+    """Persist ``table`` in ``out_dir`` (parquet rows, then a JSON sidecar written last); returns the folder.
+
+    What the training flow's steps pass between them instead of the frame itself.
+    """
+    from fraud_detection.data.raw_store import parquet_bytes
+    from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+    out_dir = Path(out_dir)
+    data = parquet_bytes(table.frame)
+    atomic_write_bytes(out_dir / TRAINING_TABLE_FILE, data)
+    meta = {
+        "feature_config": table.feature_config.model_dump(mode="json"),
+        "feature_names": list(table.feature_names),
+        "protected": list(table.protected),
+        "source": table.source,
+        "content_digest": table.content_digest,
+        "quality": table.quality,
+        "rows": len(table.frame),
+        "sha256": sha256_bytes(data),
+    }
+    atomic_write_json(out_dir / TRAINING_TABLE_META, meta)
+    return out_dir
+
+
+def read_training_table(folder: Path) -> TrainingTable:
+    """The table :func:`write_training_table` wrote; refuses a folder whose rows do not match the sidecar."""
+    import json
+
+    from fraud_detection.errors import DataIntegrityError, DataSourceError
+    from fraud_detection.utils.io import sha256_bytes
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / TRAINING_TABLE_META).read_text(encoding="utf-8"))
+        data = (folder / TRAINING_TABLE_FILE).read_bytes()
+    except (OSError, ValueError) as err:
+        raise DataSourceError(
+            f"{str(folder)!r} holds no readable training table ({TRAINING_TABLE_META} and "
+            f"{TRAINING_TABLE_FILE} expected): {err}"
+        ) from err
+    if sha256_bytes(data) != meta["sha256"]:
+        raise DataIntegrityError(
+            f"{str(folder / TRAINING_TABLE_FILE)!r} does not match the sha256 in its {TRAINING_TABLE_META}"
+        )
+    import io
+
+    frame = pd.read_parquet(io.BytesIO(data))
+    return TrainingTable(
+        frame=frame,
+        feature_config=FeatureConfig.model_validate(meta["feature_config"]),
+        feature_names=tuple(meta["feature_names"]),
+        protected=tuple(meta["protected"]),
+        source=meta["source"],
+        content_digest=meta["content_digest"],
+        quality=meta["quality"],
+    )

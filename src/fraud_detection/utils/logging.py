@@ -38,6 +38,7 @@ def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> Non
     # Feast logs a line per registry refresh at INFO (hundreds in one materialisation): keep its
     # warnings and errors only, unless we are debugging.
     logging.getLogger("feast").setLevel(max(numeric_level, logging.WARNING))
-    # MLflow and alembic narrate every model log and schema migration at INFO.
-    for name in ("mlflow", "alembic"):
+    # MLflow and alembic narrate every model log and schema migration at INFO; httpx every request
+    # (Prefect's API calls: several per task).
+    for name in ("mlflow", "alembic", "httpx"):
         logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))

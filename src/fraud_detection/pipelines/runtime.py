@@ -1,0 +1,32 @@
+"""Process setup for every flow: telemetry off, MLflow's client quiet and quick to fail.
+
+Call :func:`prepare_flow_process` where a flow starts: before the first flow run (the ephemeral
+Prefect server inherits the environment when it is spawned) and before MLflow is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Forced: no phone-home from Prefect (client and server analytics) or MLflow. MLflow honours
+# DO_NOT_TRACK only when it equals "true"; Prefect accepts "true" too.
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+# Defaults a deployment may override: no per-file progress bars, MLflow's INFO narration off, and a
+# tracking server that does not answer fails in seconds (the task's retries take over), as in the CLI.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def prepare_flow_process() -> None:
+    """Telemetry off (forced) and MLflow client defaults (where unset) in this process and its children."""
+    os.environ.update(TELEMETRY_OFF)
+    for name, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,45 @@
+"""The scheduled deployments as defined in code: names, cron schedules, parameters (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def _cron(deployment) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    return [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules]
+
+
+def test_training_runs_weekly_with_the_demo_defaults() -> None:
+    from fraud_detection.pipelines import deployments
+    from fraud_detection.pipelines.training_flow import TrainingFlowParameters
+
+    training = deployments.training_deployment()
+    assert training.name == "fraud-training-weekly" and training.flow_name == "fraud-training"
+    assert _cron(training) == [("0 3 * * 1", "UTC")]
+    assert training.entrypoint == "fraud_detection.pipelines.training_flow.training_flow"
+    assert (
+        TrainingFlowParameters.model_validate(training.parameters["parameters"]) == TrainingFlowParameters()
+    )
+    assert training.concurrency_limit == 1
+
+
+def test_batch_inference_runs_daily_and_monitoring_hourly() -> None:
+    from fraud_detection.pipelines import deployments
+    from fraud_detection.pipelines.monitoring_flow import MonitoringFlowParameters
+
+    built = {d.name: d for d in deployments.build_deployments()}
+    assert set(built) == {"fraud-training-weekly", "fraud-batch-daily", "fraud-monitoring-hourly"}
+    assert _cron(built["fraud-batch-daily"]) == [("0 4 * * *", "UTC")]
+    assert (
+        built["fraud-batch-daily"].entrypoint == "fraud_detection.pipelines.batch_flow.batch_inference_flow"
+    )
+    monitoring = built["fraud-monitoring-hourly"]
+    assert _cron(monitoring) == [("5 * * * *", "UTC")]
+    assert monitoring.entrypoint == "fraud_detection.pipelines.monitoring_flow.monitoring_flow"
+    assert (
+        MonitoringFlowParameters.model_validate(monitoring.parameters["parameters"])
+        == MonitoringFlowParameters()
+    )
+    assert all(d.concurrency_limit == 1 for d in built.values())
