@@ -169,6 +169,19 @@ def test_full_sink_drops_and_counts_without_blocking(
     assert dropped == 3 * accepted.count(False)
 
 
+def test_sink_rolls_files_by_rows_too(service, serving_world, tmp_path: Path) -> None:
+    sink = PredictionSink(tmp_path / "events", roll_seconds=600, roll_rows=4)
+    batch = batch_of(service, serving_world.rows(2))
+    scores = service.scorer.score(batch)
+    for name in ("a", "b", "c"):
+        sink.submit([name, name], batch, scores, "v", service.scorer.bundle.feature_names)
+        time.sleep(0.5)  # the writer collects a few times a second
+    files = sorted((tmp_path / "events").glob("events-*.parquet"))
+    sink.close()
+    assert len(files) == 1  # 4 events reached the limit long before the 600 s roll
+    assert pd.read_parquet(files[0])["request_id"].tolist() == ["a", "a", "b", "b"]
+
+
 def test_sink_rolls_files_by_time(service, serving_world, tmp_path: Path) -> None:
     sink = PredictionSink(tmp_path / "events", roll_seconds=0.2)
     batch = batch_of(service, serving_world.rows(2))

@@ -64,6 +64,10 @@ def test_bundle_records_window_features_service_and_the_test_fold_metrics(
     # The window's delayed test period (2018-05-06 .. 05-12) is inside the data: scored too.
     assert result.holdout_metrics is not None
     assert bundle.metadata["holdout_metrics"]["roc_auc"] == pytest.approx(result.holdout_metrics["roc_auc"])
+    # ... and measured as the monitor measures served traffic (every card of the week)
+    served = bundle.metadata["served_holdout_metrics"]
+    assert set(served) == {"average_precision", f"card_precision_at_{config.top_k}"}
+    assert 0.0 < served["average_precision"] <= 1.0
     # Only rows of the window were used.
     assert bundle.metadata["data"]["train_rows"] == int(
         table.frame["event_timestamp"]

@@ -19,6 +19,7 @@ from fraud_detection.monitoring.performance import (
     daily_performance,
     join_labels,
     monitor_performance,
+    served_metrics,
 )
 from tests.monitoring_support import make_scored_events
 
@@ -153,6 +154,30 @@ def test_baseline_from_registry_tags_prefers_holdout():
     baseline = baseline_from_tags(tags)
     assert baseline.average_precision == 0.61 and baseline.card_precision_at_k == 0.3
     assert "holdout_average_precision" in baseline.source
+
+
+def test_the_served_baseline_comes_first_and_is_what_the_monitor_measures():
+    tags = {
+        "served_holdout_average_precision": "0.74",
+        "served_holdout_card_precision_at_100": "0.41",
+        "holdout_average_precision": "0.61",
+        "holdout_card_precision_at_100": "0.3",
+    }
+    baseline = baseline_from_tags(tags)
+    assert (baseline.average_precision, baseline.card_precision_at_k) == (0.74, 0.41)
+    assert "served_holdout_average_precision" in baseline.source
+    metadata = {
+        "served_holdout_metrics": {"average_precision": 0.7, "card_precision_at_100": 0.4},
+        "holdout_metrics": {"average_precision": 0.6, "card_precision_at_100": 0.3},
+    }
+    assert baseline_from_metadata(metadata).average_precision == 0.7
+    # served_metrics on a labelled period = the pooled AP and the mean of the daily CP@k the monitor reports
+    events, labels = make_scored_events(n_days=3, per_day=200, seed=7)
+    joined = join_labels(events, labels)
+    measured = served_metrics(joined, k=10)
+    daily = daily_performance(joined, k=10)
+    assert measured["card_precision_at_10"] == pytest.approx(daily["card_precision_at_10"].mean())
+    assert 0.0 < measured["average_precision"] <= 1.0
 
 
 def test_baseline_from_bundle_metadata_reads_k_and_null_metrics():

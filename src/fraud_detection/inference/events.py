@@ -49,10 +49,16 @@ class _Item:
 class PredictionSink:
     """Bounded, asynchronous, drop-when-full writer of prediction events."""
 
-    def __init__(self, out_dir: Path, *, max_batches: int = 1024, roll_seconds: float = 60.0) -> None:
+    def __init__(
+        self, out_dir: Path, *, max_batches: int = 1024, roll_seconds: float = 60.0, roll_rows: int = 100_000
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.roll_seconds = roll_seconds
+        # a file also closes at this many events: building one costs the writer thread time under
+        # the GIL, which requests then wait for; small files keep each such pause short
+        self.roll_rows = roll_rows
+        self._pending_rows = 0
         self.max_batches = max_batches
         self._buffer: collections.deque[_Item] = collections.deque()
         self._stop = threading.Event()
@@ -90,13 +96,18 @@ class PredictionSink:
 
     def _collect(self) -> None:
         while self._buffer:  # kept as arrays: one table per file, built at flush
-            self._pending.append(self._buffer.popleft())
+            item = self._buffer.popleft()
+            self._pending.append(item)
+            self._pending_rows += len(item.batch)
 
     def _run(self) -> None:
         poll_s = min(0.2, self.roll_seconds / 4)
         while not self._stop.wait(poll_s):
             self._collect()
-            if time.monotonic() - self._window_start >= self.roll_seconds:
+            if (
+                self._pending_rows >= self.roll_rows
+                or time.monotonic() - self._window_start >= self.roll_seconds
+            ):
                 self._flush()
         self._collect()
         self._flush()
@@ -105,7 +116,7 @@ class PredictionSink:
         self._window_start = time.monotonic()
         if not self._pending:
             return
-        items, self._pending = self._pending, []
+        items, self._pending, self._pending_rows = self._pending, [], 0
         n_rows = sum(len(item.batch) for item in items)
         try:
             frame = _frame(items)

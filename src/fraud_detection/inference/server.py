@@ -102,6 +102,8 @@ class ServingSettings(BaseSettings):
     """Prediction event log folder; unset: ``<FRAUD_DATA_DIR>/predictions``."""
     events_queue: int = Field(default=1024, ge=1)
     events_roll_s: float = Field(default=60.0, gt=0)
+    events_roll_rows: int = Field(default=100_000, ge=1)
+    """A prediction event file also closes at this many events (short writer pauses under load)."""
     max_concurrency: int = Field(default=512, ge=1)
     """Connections plus requests in flight above which uvicorn answers 503 at once."""
     grace_period_s: float = Field(default=30.0, gt=0)
@@ -330,9 +332,25 @@ class ScoringService:
         if self.scorer is None or self.shutting_down:
             raise InvalidRequest("the model is not ready; retry later", 503)
         loop = asyncio.get_running_loop()
+        idle = not (self._pending or self._flushing or self._flush_scheduled)
         if parameters.explain or self.settings.batch_wait_ms < 0:
             scorer = self.scorer
             scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, batch, parameters)
+            result = (scorer, scores)
+            self._shadow(batch, scorer, scores, [request_id] * len(batch))
+        elif idle and self.settings.batch_wait_ms == 0:
+            # Nothing queued or being scored: this request goes at once, without a turn of the loop;
+            # requests arriving meanwhile queue up and are merged into the next model call.
+            self._flushing = True
+            scorer = self.scorer
+            try:
+                scores = await loop.run_in_executor(
+                    self._executor, self._score_sync, scorer, batch, parameters
+                )
+            finally:
+                self._flushing = False
+                if self._pending:
+                    self._schedule(loop)
             result = (scorer, scores)
             self._shadow(batch, scorer, scores, [request_id] * len(batch))
         else:
@@ -1036,7 +1054,10 @@ def make_service(
     sink = None
     if events_dir is not None:
         sink = PredictionSink(
-            events_dir, max_batches=settings.events_queue, roll_seconds=settings.events_roll_s
+            events_dir,
+            max_batches=settings.events_queue,
+            roll_seconds=settings.events_roll_s,
+            roll_rows=settings.events_roll_rows,
         )
     shadow = None
     shadow_model_uri = shadow_model_uri or settings.shadow_model

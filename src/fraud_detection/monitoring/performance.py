@@ -90,26 +90,51 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> tuple[float | None, str | 
     return None, None
 
 
+def served_metrics(joined: pd.DataFrame, *, k: int = 100, threshold: float | None = None) -> dict[str, float]:
+    """What this monitor measures on served traffic, for a labelled period: average precision over
+    its rows pooled and the mean daily card precision@k, every card included (the training
+    protocol's metrics drop the cards already known compromised, and are lower). Training records
+    them on its held-out week as the served baseline (``served_holdout_*``)."""
+    _require(joined, [TIMESTAMP, CARD, SCORE, LABEL], "joined predictions")
+    daily = daily_performance(joined, k=k, threshold=threshold)
+    return {
+        "average_precision": float(
+            average_precision(joined[LABEL].astype(int).to_numpy(), joined[SCORE].to_numpy())
+        ),
+        f"card_precision_at_{k}": float(daily[f"card_precision_at_{k}"].mean()),
+    }
+
+
 def baseline_from_tags(tags: Mapping[str, str], *, k: int = 100) -> Baseline:
-    """The baseline in a registry version's tags (written by ``fraud train --register``)."""
-    ap, ap_key = _first(tags, "holdout_average_precision", "test_average_precision_mean")
-    cpk, cpk_key = _first(tags, f"holdout_card_precision_at_{k}", f"test_card_precision_at_{k}_mean")
+    """The baseline in a registry version's tags (written by ``fraud train --register``): the served
+    baseline (:func:`served_metrics` on the held-out week) first, then the protocol's metrics."""
+    ap, ap_key = _first(
+        tags, "served_holdout_average_precision", "holdout_average_precision", "test_average_precision_mean"
+    )
+    cpk, cpk_key = _first(
+        tags,
+        f"served_holdout_card_precision_at_{k}",
+        f"holdout_card_precision_at_{k}",
+        f"test_card_precision_at_{k}_mean",
+    )
     return Baseline(ap, cpk, k, f"registry tags {ap_key}, {cpk_key}")
 
 
 def baseline_from_metadata(metadata: Mapping[str, Any]) -> Baseline:
-    """The baseline in a bundle's metadata (``holdout_metrics`` first, then ``test_folds``)."""
+    """The baseline in a bundle's metadata (``served_holdout_metrics``, then ``holdout_metrics``,
+    then ``test_folds``)."""
     config = metadata.get("config") or {}
     k = int(config.get("top_k", 100)) if isinstance(config, Mapping) else 100
-    holdout = metadata.get("holdout_metrics") or {}
+    held_out = "served_holdout_metrics" if metadata.get("served_holdout_metrics") else "holdout_metrics"
+    holdout = metadata.get(held_out) or {}
     folds = metadata.get("test_folds") or {}
     ap, ap_key = _first(holdout, "average_precision")
-    ap_source = f"holdout_metrics.{ap_key}" if ap is not None else None
+    ap_source = f"{held_out}.{ap_key}" if ap is not None else None
     if ap is None:
         ap, ap_key = _first(folds, "average_precision_mean")
         ap_source = f"test_folds.{ap_key}" if ap is not None else None
     cpk, cpk_key = _first(holdout, f"card_precision_at_{k}")
-    cpk_source = f"holdout_metrics.{cpk_key}" if cpk is not None else None
+    cpk_source = f"{held_out}.{cpk_key}" if cpk is not None else None
     if cpk is None:
         cpk, cpk_key = _first(folds, f"card_precision_at_{k}_mean")
         cpk_source = f"test_folds.{cpk_key}" if cpk is not None else None

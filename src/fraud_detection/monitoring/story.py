@@ -315,29 +315,19 @@ def _register(
 def _record_served_baseline(
     model: ResolvedModel, rows: pd.DataFrame, k: int, tracking: Tracking
 ) -> dict[str, float]:
-    """Tag the version with its baseline measured as the performance monitor measures served traffic.
-
-    ``fraud train``'s holdout metrics drop the cards already known compromised (the handbook's protocol),
-    which makes them much lower than the same model's AP on all the traffic; compared with what the
-    monitor computes (every card), they would hide a decay. The held-out week's AP (rows pooled) and mean
-    daily CP@k on every card become ``holdout_*`` (what the monitor reads); the training run's values are
-    kept as ``protocol_holdout_*``.
-    """
-    from fraud_detection.evaluation.metrics import average_precision
+    """Tag the version with its served baseline (``served_holdout_*``, what the performance monitor
+    compares with) measured on the story's own held-out days: the week just before the drift, which
+    training's held-out week need not be."""
     from fraud_detection.models import registry
-    from fraud_detection.monitoring.performance import daily_performance
+    from fraud_detection.monitoring.performance import served_metrics
     from fraud_detection.training.tracking import mlflow_errors
 
     scores = model.bundle.predict_proba(rows[list(model.bundle.feature_names)].astype("float64"))
     joined = rows[["transaction_id", TIMESTAMP, "customer_id", LABEL]].assign(score=scores)
-    daily = daily_performance(joined, k=k, threshold=model.bundle.threshold)
-    baseline = {
-        "holdout_average_precision": float(average_precision(joined[LABEL].to_numpy(), scores)),
-        f"holdout_card_precision_at_{k}": float(daily[f"card_precision_at_{k}"].mean()),
-    }
-    kept = {f"protocol_{key}": model.tags[key] for key in baseline if key in model.tags}
+    measured = served_metrics(joined, k=k, threshold=model.bundle.threshold)
+    baseline = {f"served_holdout_{name}": value for name, value in measured.items()}
     with mlflow_errors(tracking):
-        registry.tag_version(model.name or "", model.version, {**kept, **baseline})
+        registry.tag_version(model.name or "", model.version, baseline)
     return baseline
 
 

@@ -124,7 +124,7 @@ def train(
             f"({config.split.delay_days} days delay); the latest labelled window starts {latest}"
         )
     start = train_start or latest
-    train_rows, test_rows, _ = window_rows(table, config, start)
+    train_rows, test_rows, run_windows = window_rows(table, config, start)
     window = TrainingWindow(
         start=dt.datetime.combine(start, dt.time()),
         end=dt.datetime.combine(start, dt.time()) + dt.timedelta(days=config.split.train_days),
@@ -160,12 +160,29 @@ def train(
     if test_rows is not None:
         scores = bundle.predict_proba(feature_matrix(test_rows, table.feature_names))
         holdout_metrics = score_metrics(test_rows, scores, config.top_k)
+        served = _served_holdout(table, bundle, run_windows, config.top_k)
         bundle = dataclasses.replace(
-            bundle, metadata={**bundle.metadata, "holdout_metrics": _finite(holdout_metrics)}
+            bundle,
+            metadata={
+                **bundle.metadata,
+                "holdout_metrics": _finite(holdout_metrics),
+                "served_holdout_metrics": _finite(served),
+            },
         )
     digest = save_bundle(bundle, out_dir, signing_key=signing_key)
     _log.info("model trained", bundle=str(out_dir), digest=digest, window_start=str(start))
     return TrainResult(bundle, out_dir, digest, window, protocol, holdout_metrics)
+
+
+def _served_holdout(table: TrainingTable, bundle: Any, windows: Any, k: int) -> dict[str, float]:
+    """The monitor's metrics (every card) on the held-out week: the baseline ``fraud monitor``
+    compares served traffic with (:func:`~fraud_detection.monitoring.performance.served_metrics`)."""
+    from fraud_detection.monitoring.performance import served_metrics
+
+    stamps = table.frame[TIMESTAMP]
+    rows = table.frame[(stamps >= windows.test_start) & (stamps < windows.test_end)]
+    scores = bundle.predict_proba(feature_matrix(rows, table.feature_names))
+    return served_metrics(rows.assign(score=scores), k=k, threshold=bundle.threshold)
 
 
 def log_training_run(
@@ -190,6 +207,8 @@ def log_training_run(
         f"test_{name}": value for name, value in (result.protocol.summary if result.protocol else {}).items()
     }
     metrics.update({f"holdout_{name}": value for name, value in (result.holdout_metrics or {}).items()})
+    served = bundle.metadata.get("served_holdout_metrics") or {}
+    metrics.update({f"served_holdout_{name}": value for name, value in served.items()})
     train_rows = bundle.metadata["data"]["train_rows"]
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or "train") as run:
         mlflow.set_tags(
