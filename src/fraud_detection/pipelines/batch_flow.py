@@ -32,12 +32,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
-from fraud_detection.errors import FeatureStoreError, StorageError
-from fraud_detection.pipelines.runtime import prepare_flow_process
+from fraud_detection.pipelines.runtime import TRANSIENT_ERRORS, prepare_flow_process
 
 FLOW_NAME = "fraud-batch-inference"
-# Errors worth another try: a store or a disk that failed. Bad data fails the same way again.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, FeatureStoreError, OSError)
 
 
 class BatchFlowParameters(BaseModel):

@@ -21,12 +21,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
-from fraud_detection.errors import FeatureStoreError, StorageError
-from fraud_detection.pipelines.runtime import prepare_flow_process
+from fraud_detection.pipelines.runtime import TRANSIENT_ERRORS, prepare_flow_process
 
 FLOW_NAME = "fraud-monitoring"
 MONITORING_CRON = "5 * * * *"  # hourly, five minutes past: the server's event files of the hour have rolled
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, FeatureStoreError, OSError)
 
 
 class MonitoringFlowParameters(BaseModel):

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import os
 
+from fraud_detection.errors import FeatureStoreError, StorageError
+
+# Errors worth another try in an I/O task: a store or a disk that failed. Bad data, a failed gate
+# or a refused model fail the same way again, and are never retried.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, FeatureStoreError, OSError)
+
 # Forced: no phone-home from Prefect (client and server analytics) or MLflow. MLflow honours
 # DO_NOT_TRACK only when it equals "true"; Prefect accepts "true" too.
 TELEMETRY_OFF = {

@@ -22,8 +22,8 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
 from fraud_detection.data.simulator import SimulatorConfig
-from fraud_detection.errors import FeatureStoreError, ModelGateFailed, StorageError
-from fraud_detection.pipelines.runtime import prepare_flow_process
+from fraud_detection.errors import ModelGateFailed
+from fraud_detection.pipelines.runtime import TRANSIENT_ERRORS, prepare_flow_process
 from fraud_detection.training import lifecycle
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ FLOW_NAME = "fraud-training"
 SUMMARY_FILE = "training_flow_summary.json"
 # Errors worth another try: a store or a disk that failed. Anything else (bad data, a failed gate,
 # a bad config) fails the same way again.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, FeatureStoreError, OSError)
 
 
 class TrainingFlowParameters(BaseModel):
