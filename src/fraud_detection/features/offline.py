@@ -357,9 +357,12 @@ def point_in_time_features(tables: OfflineTables, entity_rows: pd.DataFrame) -> 
         rows = _latest_rows(view, table, query, event_us, query_tx)
         found = rows >= 0
         if found.any():
-            take = np.where(found, rows, 0)
+            # the daily run's usual case: every query is its own table row, in the table's order
+            in_order = len(rows) == table.num_rows and bool((rows == np.arange(len(rows))).all())
+            take = None if in_order else np.where(found, rows, 0)
             for name, j in zip(view_names, columns, strict=True):
-                values[:, j] = table.column(name).to_numpy(zero_copy_only=False)[take]
+                column = table.column(name).to_numpy(zero_copy_only=False)
+                values[:, j] = column if take is None else column[take]
             # A null stored feature makes the row unusable (Feast returns it; the store's historical
             # path then treats the view as missing): defaults, as for no row at all.
             for j in columns:
