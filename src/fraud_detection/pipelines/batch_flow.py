@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
-from fraud_detection.pipelines.runtime import TRANSIENT_ERRORS, prepare_flow_process
+from fraud_detection.pipelines.runtime import prepare_flow_process, transient
 
 FLOW_NAME = "fraud-batch-inference"
 
@@ -64,17 +64,6 @@ class BatchFlowParameters(BaseModel):
 
 
 DEFAULT_PARAMETERS = BatchFlowParameters()
-
-
-def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only I/O failures are retried."""
-    try:
-        state.result()
-    except TRANSIENT_ERRORS:
-        return True
-    except BaseException:
-        return False
-    return False
 
 
 _IO_RETRIES: dict[str, Any] = {

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field
 
-from fraud_detection.pipelines.runtime import TRANSIENT_ERRORS, prepare_flow_process
+from fraud_detection.pipelines.runtime import prepare_flow_process, transient
 
 FLOW_NAME = "fraud-monitoring"
 MONITORING_CRON = "5 * * * *"  # hourly, five minutes past: the server's event files of the hour have rolled
@@ -55,17 +55,6 @@ class MonitoringFlowParameters(BaseModel):
     end: dt.datetime | None = Field(None, description="Window end (naive UTC); unset: the scheduled hour.")
     window_hours: int = Field(24, ge=1, le=24 * 31)
     html: bool = False
-
-
-def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: only I/O failures are retried."""
-    try:
-        state.result()
-    except TRANSIENT_ERRORS:
-        return True
-    except BaseException:
-        return False
-    return False
 
 
 @task(

@@ -7,12 +7,20 @@ Prefect server inherits the environment when it is spawned) and before MLflow is
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from fraud_detection.errors import FeatureStoreError, StorageError
 
 # Errors worth another try in an I/O task: a store or a disk that failed. Bad data, a failed gate
 # or a refused model fail the same way again, and are never retried.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StorageError, FeatureStoreError, OSError)
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn`` of every I/O task: retry I/O failures only (a failed state
+    holds the exception as its data, in the sync and the async engine alike)."""
+    return isinstance(state.data, TRANSIENT_ERRORS)
+
 
 # Forced: no phone-home from Prefect (client and server analytics) or MLflow. MLflow honours
 # DO_NOT_TRACK only when it equals "true"; Prefect accepts "true" too.

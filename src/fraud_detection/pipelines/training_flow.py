@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fraud_detection.data.simulator import SimulatorConfig
 from fraud_detection.errors import ModelGateFailed
-from fraud_detection.pipelines.runtime import TRANSIENT_ERRORS, prepare_flow_process
+from fraud_detection.pipelines.runtime import prepare_flow_process, transient
 from fraud_detection.training import lifecycle
 
 if TYPE_CHECKING:
@@ -72,11 +72,6 @@ class TrainingFlowParameters(BaseModel):
 
 
 DEFAULT_PARAMETERS = TrainingFlowParameters()
-
-
-def transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry I/O failures only (the state holds the exception)."""
-    return isinstance(state.data, TRANSIENT_ERRORS)
 
 
 _NO_RESULTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, "result_serializer": "json"}
