@@ -344,15 +344,6 @@ def _score_part_on_worker(
     return score_part(_worker_scorer(model_uri, digest), transaction_id, features, **options)
 
 
-def _dask_client(address: str) -> Any:
-    from distributed import Client, LocalCluster
-
-    if address == "local":
-        cluster = LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None)
-        return Client(cluster)
-    return Client(address, timeout="30s")
-
-
 def score_parts(
     scorer: FraudScorer,
     transaction_id: np.ndarray,
@@ -372,9 +363,10 @@ def score_parts(
     options = {"inference_timestamp": inference_timestamp, "explain": explain, "top_reasons": top_reasons}
     if dask is None:
         return [score_part(scorer, transaction_id[a:b], features[a:b], **options) for a, b in bounds]
+    from fraud_detection.training.distributed import dask_client
+
     model = scorer.model
-    client = _dask_client(dask)
-    try:
+    with dask_client(dask, timeout_s=30.0) as client:
         futures = [
             client.submit(
                 _score_part_on_worker,
@@ -388,11 +380,6 @@ def score_parts(
             for a, b in bounds
         ]
         return client.gather(futures)
-    finally:
-        cluster = getattr(client, "cluster", None)
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # ------------------------------------------------------------------------------------- the run
