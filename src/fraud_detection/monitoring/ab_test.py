@@ -41,11 +41,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from fraud_detection.errors import ConfigError, DataContractError, ModelGateFailed
+from fraud_detection.monitoring.performance import CARD, LABEL, TIMESTAMP, TRANSACTION_ID
 
-TRANSACTION_ID = "transaction_id"
-TIMESTAMP = "event_timestamp"
-CARD = "customer_id"
-LABEL = "is_fraud"
 Metric = Literal["average_precision", "card_precision_at_k"]
 
 

@@ -56,6 +56,8 @@ from fraud_detection.evaluation.drift import (
 )
 from fraud_detection.monitoring.alerts import Alert, AlertSettings, PublishResult, publish_alerts
 from fraud_detection.monitoring.performance import (
+    SCORE,
+    TIMESTAMP,
     PerformanceReport,
     PerformanceThresholds,
     load_labels,
@@ -74,8 +76,6 @@ REFERENCE_SUMMARY = "summary.json"
 REFERENCE_SAMPLE = "sample.parquet"
 REFERENCE_META = "reference.json"
 EVENTS_GLOB = "events-*.parquet"
-TIMESTAMP = "event_timestamp"
-SCORE = "score"
 
 
 class MonitoringConfig(BaseModel):

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fraud_detection.errors import ConfigError, ModelGateFailed, StorageError
 from fraud_detection.monitoring.ab_test import ABTestConfig, check_ab_win
+from fraud_detection.monitoring.performance import LABEL, TIMESTAMP
 from fraud_detection.monitoring.run import MonitoringConfig
 from fraud_detection.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -64,9 +65,6 @@ if TYPE_CHECKING:
     from fraud_detection.training.tracking import Tracking
 
 logger = logging.getLogger(__name__)
-
-LABEL = "is_fraud"
-TIMESTAMP = "event_timestamp"
 
 
 class DriftStoryConfig(BaseModel):
