@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,10 +124,15 @@ def _decode_values(raw: Sequence[bytes]) -> np.ndarray:
         from feast.protos.feast.types.Value_pb2 import Value
 
         for i in others:
-            value = Value.FromString(raw[i])
-            kind = value.WhichOneof("val")
-            decoded[i] = np.nan if kind is None or kind == "null_val" else float(getattr(value, kind))
+            number = proto_float(Value.FromString(raw[i]))
+            decoded[i] = np.nan if number is None else number
     return decoded
+
+
+def proto_float(value: Any) -> float | None:
+    """A Feast ``Value`` proto's number; None when it holds nothing or null."""
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else float(getattr(value, kind))
 
 
 def _epoch_seconds(values: Sequence[object]) -> np.ndarray:
@@ -269,12 +275,20 @@ class SqliteOnlineReader:
         fresh one starts loading in the background)."""
         if not self.mirror_enabled:
             return None
+        mirror = self._current()
+        if mirror is None:
+            self._load_in_background()
+        return mirror
+
+    def _current(self) -> dict[str, _ViewMirror] | None:
         mirror, loaded_at = self._mirror, self._mirror_version
         version = self._data_version()
-        if mirror is not None and version is not None and version == loaded_at:
-            return mirror
-        self._load_in_background()
-        return None
+        return mirror if mirror is not None and version is not None and version == loaded_at else None
+
+    def ensure_mirror(self) -> None:
+        """Load the mirror now (blocking) unless a current one is loaded already."""
+        if self.mirror_enabled and self._current() is None:
+            self.refresh()
 
     def _load_in_background(self) -> None:
         with self._check_lock:

@@ -78,7 +78,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fraud_detection.errors import ConfigError, FeatureStoreError
 from fraud_detection.features import engineering
 from fraud_detection.features.engineering import FeatureConfig
-from fraud_detection.features.sqlite_online import SqliteOnlineReader, ViewTable
+from fraud_detection.features.sqlite_online import SqliteOnlineReader, ViewTable, proto_float
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, RepoConfig
@@ -237,7 +237,7 @@ class FeatureStoreHandle:
         for i, (ts, row) in enumerate(rows):
             if row is None or ts is None:
                 continue
-            vector = [_proto_float(row[name]) if name in row else None for name in features]
+            vector = [proto_float(row[name]) if name in row else None for name in features]
             if any(v is None for v in vector):
                 continue
             values[i] = vector
@@ -278,10 +278,11 @@ class FeatureStoreHandle:
         return None if reader is None else reader.mirrored()
 
     def prepare_online(self) -> None:
-        """Load the online mirror now (at start-up, before readiness) rather than on the first reads."""
+        """Load the online mirror now (at start-up, before readiness) rather than on the first reads;
+        a model reload finds it current and reads nothing."""
         reader = self.sqlite_reader()
-        if reader is not None and reader.mirror_enabled:
-            reader.refresh()
+        if reader is not None:
+            reader.ensure_mirror()
 
     def _workers(self) -> tuple[_DeadlinePool, threading.BoundedSemaphore]:
         with self._lock:
@@ -837,11 +838,6 @@ def _entity_keys(join_keys: Sequence[str], columns: Sequence[np.ndarray]) -> lis
         EntityKey(join_keys=list(join_keys), entity_values=[Value(int64_val=int(v)) for v in values])
         for values in zip(*columns, strict=True)
     ]
-
-
-def _proto_float(value: Any) -> float | None:
-    kind = value.WhichOneof("val")
-    return None if kind is None or kind == "null_val" else float(getattr(value, kind))
 
 
 def _read_views(
