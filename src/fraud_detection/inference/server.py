@@ -154,7 +154,10 @@ class ShadowModel:
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="shadow")
     )
-    _slots: threading.BoundedSemaphore | None = None
+    _slots: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_pending)
 
     async def reload(self) -> None:
         loop = asyncio.get_running_loop()
@@ -181,8 +184,6 @@ class ShadowModel:
         scorer = self.scorer
         if scorer is None:
             return
-        if self._slots is None:
-            self._slots = threading.BoundedSemaphore(self.max_pending)
         if not self._slots.acquire(blocking=False):
             metrics.SHADOW_SKIPPED.inc(len(batch))
             return
@@ -192,7 +193,6 @@ class ShadowModel:
     def _score(
         self, scorer: FraudScorer, batch: TransactionBatch, served: Scores | None, request_ids: list[str]
     ) -> None:
-        assert self._slots is not None
         try:
             started = time.perf_counter()
             if served is not None:  # the same features in the same order: the very same inputs
