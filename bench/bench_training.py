@@ -18,6 +18,14 @@ every hyperparameter was chosen on the 4 validation folds only, train from 07-11
 4. **Results**: the config's hyperparameters (those the search selected) on the test folds, with
    the handbook's 15 features alone and with all of ours, plus the logistic-regression baseline:
    mean and std of AUC, AP and card precision@100.
+5. **Ceiling**: what a perfect model could reach on the same test folds under the protocol's
+   label delay. The handbook file records each fraud's scenario. A compromised-terminal fraud
+   (scenario 2) whose compromise has no fraud with a known label yet (no scenario-2 fraud at its
+   terminal between 28 days, a compromise's length, and the label delay before it) looks like any
+   genuine transaction to every feature that respects the delay: the terminals are drawn at random
+   and the amounts are untouched. The ceiling model ranks those frauds at random among the genuine
+   transactions and every other fraud first (the mean over 20 random orders). Its figures bound any
+   legitimately trained model's expected result.
 
 Prints one JSON object; asserts nothing about time.
 """
@@ -44,6 +52,49 @@ HANDBOOK_GRID_SECONDS = 1251
 
 def summary(result) -> dict[str, float]:  # type: ignore[no-untyped-def]
     return {k: round(v, 4) for k, v in result.summary.items()}
+
+
+def ceiling(table, config, test) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Step 5: the expected result of a perfect model that sees only what the label delay allows."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from fraud_detection.training.trainer import score_metrics
+
+    raw = pq.read_table(
+        REPO / config.data.source,
+        columns=["TRANSACTION_ID", "TX_DATETIME", "TERMINAL_ID", "TX_FRAUD_SCENARIO"],
+    ).to_pandas()
+    delay = pd.Timedelta(days=table.feature_config.label_delay_days)
+    raw["TX_DATETIME"] = raw.TX_DATETIME.astype("datetime64[ns]")
+    frauds = raw[raw.TX_FRAUD_SCENARIO == 2].sort_values("TX_DATETIME")
+    # For each compromised-terminal fraud, the latest earlier one at its terminal with a known label.
+    probe = frauds[["TRANSACTION_ID", "TERMINAL_ID", "TX_DATETIME"]].assign(
+        known_by=frauds.TX_DATETIME - delay
+    )
+    known = pd.merge_asof(
+        probe.sort_values("known_by"),
+        frauds[["TERMINAL_ID", "TX_DATETIME"]].rename(columns={"TX_DATETIME": "last_known"}),
+        left_on="known_by",
+        right_on="last_known",
+        by="TERMINAL_ID",
+        direction="backward",
+    )
+    same_compromise = known.last_known >= known.TX_DATETIME - pd.Timedelta(days=28)
+    blind = set(known.TRANSACTION_ID[~same_compromise.to_numpy()])
+    rng = np.random.default_rng(0)
+    folds = []
+    for fold in test.folds:
+        rows = table.frame.iloc[fold.test_rows]
+        is_blind = rows["transaction_id"].isin(blind).to_numpy()
+        draws = []
+        for _ in range(20):
+            scores = rng.random(len(rows)) * 0.5  # genuine and blind frauds: a random order
+            scores[(fold.y_true == 1) & ~is_blind] = 1.0  # every fraud with a visible signal first
+            draws.append(score_metrics(rows, scores, config.top_k))
+        folds.append({key: float(np.mean([d[key] for d in draws])) for key in draws[0]})
+        folds[-1]["blind_fraud_share"] = float(is_blind.sum() / fold.y_true.sum())
+    return {key: round(float(np.mean([f[key] for f in folds])), 4) for key in folds[0]}
 
 
 def main() -> None:
@@ -175,6 +226,8 @@ def main() -> None:
         validation = run_protocol(subject, config, config.split.validation)
         test = run_protocol(subject, config, config.split.test)
         results[name] = {"validation": summary(validation), "test": summary(test)}
+        if name == "all_features":
+            report["ceiling"] = ceiling(table, config, test)
     logistic = ModelConfig.model_validate({**config.model.model_dump(), "type": "logistic_regression"})
     results["logistic_regression_all_features"] = {
         "test": summary(run_protocol(table, config, config.split.test, model=logistic))
