@@ -94,7 +94,17 @@ def ceiling(table, config, test) -> dict[str, object]:  # type: ignore[no-untype
             draws.append(score_metrics(rows, scores, config.top_k))
         folds.append({key: float(np.mean([d[key] for d in draws])) for key in draws[0]})
         folds[-1]["blind_fraud_share"] = float(is_blind.sum() / fold.y_true.sum())
-    return {key: round(float(np.mean([f[key] for f in folds])), 4) for key in folds[0]}
+        # How the tested model ranks each kind of fraud: the share of genuine scores below it.
+        genuine = np.sort(fold.y_score[fold.y_true == 0])
+        for kind, mask in (("blind", is_blind), ("visible", ~is_blind)):
+            scores = fold.y_score[(fold.y_true == 1) & mask]
+            below = np.searchsorted(genuine, scores, "left") + np.searchsorted(genuine, scores, "right")
+            folds[-1][f"model_{kind}_frauds_above_genuine"] = float(below.mean() / (2 * len(genuine)))
+    per_fold = {key: [round(f[key], 4) for f in folds] for key in folds[0]}
+    return {
+        "mean": {key: round(float(np.mean(values)), 4) for key, values in per_fold.items()},
+        "folds": per_fold,
+    }
 
 
 def main() -> None:
