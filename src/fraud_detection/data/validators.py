@@ -30,6 +30,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandera.dtypes import immutable
+from pandera.engines.pandas_engine import NpString
 from pydantic import BaseModel
 
 from fraud_detection.data.contract import ColumnSpec, Contract, DType, Role
@@ -40,10 +42,27 @@ QUARANTINE_REASONS = "quarantine_reasons"
 _SAMPLE_VALUES = 5
 _SAMPLE_ROWS = 20
 
+
+@immutable
+class _StringDtype(NpString):
+    """pandera's ``str``, checked in one pass of C when every value is a string or null.
+
+    pandera tests an object column value by value in Python (0.7 s for 2M rows, most of a batch
+    partition's validation); it is only needed to name the values that are not strings.
+    """
+
+    def check(self, pandera_dtype: object, data_container: object = None) -> object:  # type: ignore[override]
+        if isinstance(data_container, pd.Series) and pd.api.types.infer_dtype(
+            data_container, skipna=True
+        ) in ("string", "empty"):
+            return True
+        return super().check(pandera_dtype, data_container)  # type: ignore[arg-type]
+
+
 _PANDERA_DTYPES: dict[DType, object] = {
     DType.INT64: "int64",
     DType.FLOAT64: "float64",
-    DType.STRING: str,
+    DType.STRING: _StringDtype(),
     DType.DATETIME: "datetime64[us]",
 }
 
