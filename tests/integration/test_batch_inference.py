@@ -131,6 +131,12 @@ def test_offline_features_of_a_transaction_are_its_build_features_row(world: Bat
     expected = build_features(tx, config)[config.feature_names].to_numpy(np.float64)
     np.testing.assert_array_equal(joined.values, expected)
     assert not any(mask.any() for mask in joined.missing.values())
+    # batch scoring's float32 matrix: each value rounded once from its float64 value
+    in_float32 = offline.point_in_time_features(
+        offline.load_offline_tables(world.features_dir, config), tx, dtype=np.float32
+    )
+    assert in_float32.values.dtype == np.float32
+    np.testing.assert_array_equal(in_float32.values, expected.astype(np.float32))
 
 
 def test_own_row_lookup_equals_the_as_of_join(world: BatchWorld) -> None:
@@ -289,6 +295,21 @@ def test_b5_feature_fetch_is_retried_then_fails_loudly_with_nothing_committed(
     monkeypatch.setattr(offline, "load_offline_tables", failing(2))
     result = batch.run_batch(world.spec(tmp_path / "ok", DAY), model, contract)
     assert result.committed and len(calls) == 3
+
+    # the tables read ahead (while the partition is validated) failing: the retry reads them anew
+    monkeypatch.setattr(offline, "load_offline_tables", real)
+    real_read = offline._read_tables
+    reads: list[int] = []
+
+    def read_failing_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(1)
+        if len(reads) == 1:
+            raise OSError(errno.EIO, "Input/output error (simulated)")
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(offline, "_read_tables", read_failing_once)
+    result = batch.run_batch(world.spec(tmp_path / "ahead", DAY), model, contract)
+    assert result.committed and len(reads) == 2
 
     calls.clear()
     monkeypatch.setattr(offline, "load_offline_tables", failing(5))

@@ -236,6 +236,20 @@ def test_dataframe_columns_are_reordered_and_missing_ones_named(
         any_bundle.predict_proba(X[:, :3])
 
 
+@pytest.mark.integration
+def test_scores_do_not_depend_on_the_array_layout(
+    any_bundle: ModelBundle, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Batch scoring hands the model its column-major matrix and row slices of it, uncopied."""
+    X, _ = data
+    expected = any_bundle.predict_proba(np.ascontiguousarray(X, dtype=np.float32))
+    column_major = np.asfortranarray(X, dtype=np.float32)
+    np.testing.assert_array_equal(any_bundle.predict_proba(column_major), expected)
+    part = column_major[7:123]
+    assert not part.flags.c_contiguous and not part.flags.f_contiguous
+    np.testing.assert_array_equal(any_bundle.predict_proba(part), expected[7:123])
+
+
 # --------------------------------------------------------------------------- integrity checks
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,13 +129,8 @@ class OfflineTables:
     tables: dict[str, pa.Table]
 
 
-def _read_view_table(
-    manifest: FeatureTablesManifest,
-    view: ViewSpec,
-    config: FeatureConfig,
-    keys: dict[str, np.ndarray] | None,
-    window_us: tuple[int, int] | None,
-) -> pa.Table:
+def _read_view_table(manifest: FeatureTablesManifest, view: ViewSpec, config: FeatureConfig) -> pa.Table:
+    """The view's whole table, checked against the manifest: join keys, ``event_us`` and features."""
     name = table_file(view.table)
     path = manifest.features_dir / name
     expected = manifest.file_entry(name)["sha256"]
@@ -165,7 +160,14 @@ def _read_view_table(
     else:  # naive: UTC
         timestamps = pc.cast(timestamps, pa.timestamp("us"))
     event_us = pc.cast(timestamps, pa.int64())
-    table = table.drop_columns([TIMESTAMP_FIELD]).append_column("event_us", event_us)
+    return table.drop_columns([TIMESTAMP_FIELD]).append_column("event_us", event_us)
+
+
+def _matchable_rows(
+    view: ViewSpec, table: pa.Table, keys: dict[str, np.ndarray] | None, window_us: tuple[int, int] | None
+) -> pa.Table:
+    """The rows of ``table`` that queries of these entities within this time window can match."""
+    event_us = table.column("event_us")
     mask = None
     if window_us is not None:  # rows after the last query, or beyond the TTL of the first, never match
         low, high = window_us
@@ -182,19 +184,14 @@ def _read_view_table(
     return table.filter(mask)
 
 
-def load_offline_tables(
-    features_dir: Path,
-    config: FeatureConfig,
-    *,
-    expected_manifest_sha256: str | None = None,
-    entity_rows: pd.DataFrame | None = None,
-) -> OfflineTables:
-    """Read the batch views' tables from ``features_dir``, each checked against the manifest.
+_ReadTables = tuple[FeatureTablesManifest, dict[str, pa.Table]]
 
-    ``expected_manifest_sha256`` pins the folder (a run reads the snapshot it pinned, never a
-    newer one); ``entity_rows``, when given, keeps only rows that can match them (their entities,
-    within their time range and the views' TTLs), which is what makes a daily run cheap.
-    """
+
+def _read_tables(
+    features_dir: Path, config: FeatureConfig, expected_manifest_sha256: str | None
+) -> _ReadTables:
+    """The manifest (checked first) and every view's whole table. Hashing and parquet decoding
+    release the GIL: the three tables are read side by side."""
     manifest = read_tables_manifest(features_dir)
     if expected_manifest_sha256 is not None and manifest.sha256 != expected_manifest_sha256:
         raise DataIntegrityError(
@@ -207,15 +204,50 @@ def load_offline_tables(
             f"feature folder {str(features_dir)!r} was built with feature config {built}, the model "
             f"expects {config.model_dump(mode='json')}"
         )
+    with ThreadPoolExecutor(max_workers=len(VIEWS)) as pool:
+        read = [pool.submit(_read_view_table, manifest, view, config) for view in VIEWS]
+        return manifest, {view.name: future.result() for view, future in zip(VIEWS, read, strict=True)}
+
+
+def read_ahead(
+    features_dir: Path, config: FeatureConfig, *, expected_manifest_sha256: str | None = None
+) -> Future[_ReadTables]:
+    """Start reading ``features_dir``'s tables on a background thread, for
+    :func:`load_offline_tables` (``read_ahead=``) to use later: a batch run reads them while it
+    validates its partition. Errors are raised where the result is used."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-tables")
+    try:
+        return executor.submit(_read_tables, features_dir, config, expected_manifest_sha256)
+    finally:
+        executor.shutdown(wait=False)
+
+
+def load_offline_tables(
+    features_dir: Path,
+    config: FeatureConfig,
+    *,
+    expected_manifest_sha256: str | None = None,
+    entity_rows: pd.DataFrame | None = None,
+    read_ahead: Future[_ReadTables] | None = None,
+) -> OfflineTables:
+    """Read the batch views' tables from ``features_dir``, each checked against the manifest.
+
+    ``expected_manifest_sha256`` pins the folder (a run reads the snapshot it pinned, never a
+    newer one); ``entity_rows``, when given, keeps only rows that can match them (their entities,
+    within their time range and the views' TTLs), which is what makes a daily run cheap.
+    ``read_ahead`` (from :func:`read_ahead` with the same arguments) supplies the tables it read,
+    with the same checks.
+    """
+    if read_ahead is not None:
+        manifest, whole = read_ahead.result()
+    else:
+        manifest, whole = _read_tables(features_dir, config, expected_manifest_sha256)
     keys = window = None
     if entity_rows is not None and len(entity_rows):
         event_us = _event_us(entity_rows[TIMESTAMP_FIELD])
         keys = {k: entity_rows[k].to_numpy(np.int64) for k in ("customer_id", "terminal_id")}
         window = (int(event_us.min()), int(event_us.max()))
-    # Hashing and parquet decoding release the GIL: the three tables are read side by side.
-    with ThreadPoolExecutor(max_workers=len(VIEWS)) as pool:
-        read = [pool.submit(_read_view_table, manifest, view, config, keys, window) for view in VIEWS]
-        tables = {view.name: future.result() for view, future in zip(VIEWS, read, strict=True)}
+    tables = {view.name: _matchable_rows(view, whole[view.name], keys, window) for view in VIEWS}
     return OfflineTables(manifest, config, tables)
 
 
@@ -310,7 +342,8 @@ def _latest_rows(
 
 @dataclass(frozen=True)
 class PointInTimeFeatures:
-    """Feature values (float64, ``config.feature_names`` order) and which views fell back to defaults."""
+    """Feature values (column-major, ``config.feature_names`` order; float64 unless asked otherwise)
+    and which views fell back to defaults."""
 
     names: tuple[str, ...]
     values: np.ndarray
@@ -325,11 +358,15 @@ class PointInTimeFeatures:
         return frame
 
 
-def point_in_time_features(tables: OfflineTables, entity_rows: pd.DataFrame) -> PointInTimeFeatures:
+def point_in_time_features(
+    tables: OfflineTables, entity_rows: pd.DataFrame, *, dtype: type[np.floating] = np.float64
+) -> PointInTimeFeatures:
     """The ``fraud_v1`` features of ``entity_rows`` at their ``event_timestamp``, one row each, in order.
 
     ``entity_rows`` needs ``transaction_id``, ``customer_id``, ``terminal_id``, ``event_timestamp``
-    (naive = UTC) and ``amount``.
+    (naive = UTC) and ``amount``. ``dtype=np.float32`` gives the model's input type directly (batch
+    scoring: no float64 matrix to fill and convert); each value is then its float64 value rounded
+    once, as the conversion would give.
     """
     absent = [c for c in ENTITY_COLUMNS if c not in entity_rows.columns]
     if absent:
@@ -342,7 +379,10 @@ def point_in_time_features(tables: OfflineTables, entity_rows: pd.DataFrame) -> 
     n = len(amount)
     # Column-major while filling (each feature is one contiguous gather); defaults are computed
     # only for the rows a view has nothing for.
-    values = np.empty((n, len(names)), dtype=np.float64, order="F")
+    values = np.empty((n, len(names)), dtype=dtype, order="F")
+    # The customer's prior average at full precision: the amount ratio is computed from it.
+    prior_name = config.prior_avg_amount_feature
+    prior = np.empty(n, dtype=np.float64)
     weekend, night = engineering.time_flags_from_epoch_us(event_us)
     values[:, column_of["amount"]] = amount
     values[:, column_of["tx_during_weekend"]] = weekend
@@ -363,6 +403,8 @@ def point_in_time_features(tables: OfflineTables, entity_rows: pd.DataFrame) -> 
             for name, j in zip(view_names, columns, strict=True):
                 column = table.column(name).to_numpy(zero_copy_only=False)
                 values[:, j] = column if take is None else column[take]
+                if name == prior_name:
+                    prior[:] = column if take is None else column[take]
             # A null stored feature makes the row unusable (Feast returns it; the store's historical
             # path then treats the view as missing): defaults, as for no row at all.
             for j in columns:
@@ -373,8 +415,8 @@ def point_in_time_features(tables: OfflineTables, entity_rows: pd.DataFrame) -> 
             defaults = default_columns(config, amount[fill], event_us[fill])
             for name, j in zip(view_names, columns, strict=True):
                 values[fill, j] = defaults[name]
+                if name == prior_name:
+                    prior[fill] = defaults[name]
     # The amount ratio: from the customer's prior average (0, hence 1.0, when the view is missing).
-    values[:, column_of[config.amount_ratio_feature]] = engineering.amount_ratio(
-        amount, values[:, column_of[config.prior_avg_amount_feature]]
-    )
+    values[:, column_of[config.amount_ratio_feature]] = engineering.amount_ratio(amount, prior)
     return PointInTimeFeatures(names, values, missing)

@@ -45,6 +45,7 @@ import functools
 import json
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,20 +240,37 @@ def load_partition(spec: BatchSpec, pinned: PinnedInputs, contract: Contract) ->
     return with_retries(f"reading raw partition {str(path)!r}", read, spec.retry, error=StorageError)
 
 
+def read_features_ahead(spec: BatchSpec, pinned: PinnedInputs, config: Any) -> Future[Any]:
+    """Start reading the pinned feature tables in the background (see :func:`load_features`)."""
+    return offline.read_ahead(
+        spec.features_dir, config, expected_manifest_sha256=pinned.features_manifest_sha256
+    )
+
+
 def load_features(
-    spec: BatchSpec, pinned: PinnedInputs, config: Any, entity_rows: pd.DataFrame
+    spec: BatchSpec,
+    pinned: PinnedInputs,
+    config: Any,
+    entity_rows: pd.DataFrame,
+    read_ahead: Future[Any] | None = None,
 ) -> offline.OfflineTables:
-    """The pinned feature tables, reduced to what ``entity_rows`` can match (retried on I/O errors)."""
-    return with_retries(
-        f"reading the feature tables in {str(spec.features_dir)!r}",
-        lambda: offline.load_offline_tables(
+    """The pinned feature tables, reduced to what ``entity_rows`` can match (retried on I/O errors).
+
+    ``read_ahead`` (from :func:`read_features_ahead`) serves the first attempt; a retry reads anew.
+    """
+    pending = [read_ahead] if read_ahead is not None else []
+
+    def load() -> offline.OfflineTables:
+        return offline.load_offline_tables(
             spec.features_dir,
             config,
             expected_manifest_sha256=pinned.features_manifest_sha256,
             entity_rows=entity_rows,
-        ),
-        spec.retry,
-        error=FeatureStoreError,
+            read_ahead=pending.pop() if pending else None,
+        )
+
+    return with_retries(
+        f"reading the feature tables in {str(spec.features_dir)!r}", load, spec.retry, error=FeatureStoreError
     )
 
 
@@ -386,10 +404,12 @@ def score_parts(
 
 
 def _bundle_matrix(scorer: FraudScorer, features: offline.PointInTimeFeatures) -> np.ndarray:
+    """The model's float32 input; the join's own matrix when its columns are the bundle's (the usual
+    case: no copy, XGBoost reads the column-major layout as it is)."""
     columns = [features.names.index(name) for name in scorer.bundle.feature_names]
-    if columns == list(range(len(features.names))):  # the usual case: one conversion, no gather
-        return np.ascontiguousarray(features.values, dtype=np.float32)
-    return np.ascontiguousarray(features.values[:, columns], dtype=np.float32)
+    if columns == list(range(len(features.names))):
+        return np.asarray(features.values, dtype=np.float32)
+    return np.asarray(features.values[:, columns], dtype=np.float32)
 
 
 def _refuse_other_inputs(final_dir: Path, committed: commit.CommitManifest, pinned: PinnedInputs) -> None:
@@ -467,14 +487,18 @@ def _score(
     spec: BatchSpec, model: ResolvedModel, contract: Contract, pinned: PinnedInputs
 ) -> tuple[list[commit.FileToCommit], dict[str, Any]]:
     """Read, validate, join features, score: the files to commit and the manifest's details."""
+    feature_config = bundle_feature_config(model)
+    # The feature tables are read (hashed, decoded) on other threads while the partition is
+    # read and validated here.
+    tables_read = read_features_ahead(spec, pinned, feature_config)
     frame, load_failures = load_partition(spec, pinned, contract)
     validation = validate_transactions(
         frame, contract, as_of=spec.logical_time, on_error="quarantine", load_failures=load_failures
     )
     valid, rejected = validation.valid, validation.quarantined
     scorer = FraudScorer(model, threads=None)  # batch: XGBoost's own thread count
-    tables = load_features(spec, pinned, bundle_feature_config(model), valid)
-    features = offline.point_in_time_features(tables, valid)
+    tables = load_features(spec, pinned, feature_config, valid, tables_read)
+    features = offline.point_in_time_features(tables, valid, dtype=np.float32)
     parts = score_parts(
         scorer,
         valid["transaction_id"].to_numpy(np.int64),

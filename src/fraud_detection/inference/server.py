@@ -468,6 +468,67 @@ def _is_json(content_type: str | None) -> bool:
     return media == JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
+def v1_prediction_rows(scores: Scores) -> list[dict[str, Any]]:
+    """The V1 ``predictions``: one object per transaction, in the batch's order."""
+    rows = [
+        {
+            "transaction_id": int(tid),
+            "fraud_probability": float(p),
+            "decision": int(d),
+            "degraded": bool(g),
+        }
+        for tid, p, d, g in zip(
+            scores.transaction_id.tolist(),
+            scores.probability.tolist(),
+            scores.decision.tolist(),
+            scores.degraded.tolist(),
+            strict=True,
+        )
+    ]
+    for row, reasons in zip(rows, scores.degraded_reasons, strict=True):
+        if reasons:
+            row["degraded_reasons"] = list(reasons)
+    if scores.reasons is not None:
+        for row, reasons in zip(rows, scores.reasons, strict=True):
+            row["reasons"] = reasons
+    return rows
+
+
+_V1_ROW_START = b'{"transaction_id":'
+_V1_PROBABILITY = b',"fraud_probability":'
+# what follows a V1 prediction's probability up to the next prediction's id, by 2 * decision + degraded
+_V1_ROW_ENDS = tuple(
+    b',"decision":%d,"degraded":%s},%s' % (decision, b"true" if degraded else b"false", _V1_ROW_START)
+    for decision in (0, 1)
+    for degraded in (False, True)
+)
+_V1_FAST_MIN_ROWS = 16  # below, the plain objects cost about as little
+
+
+def v1_predictions(scores: Scores) -> list[dict[str, Any]] | orjson.Fragment:
+    """:func:`v1_prediction_rows`, serialised: the bytes orjson writes for those objects, from two
+    column-wise ``orjson.dumps`` and one join instead of four Python objects per row (a 1,000-row
+    answer: about half the time, and no per-row objects for the garbage collector). The objects
+    themselves where a row carries reasons, for few rows, or for a decision other than 0/1."""
+    n = len(scores)
+    if (
+        n < _V1_FAST_MIN_ROWS
+        or scores.reasons is not None
+        or any(scores.degraded_reasons)
+        or not ((scores.decision == 0) | (scores.decision == 1)).all()
+    ):
+        return v1_prediction_rows(scores)
+    # numbers are written as orjson writes them for the Python int and float of each value
+    option = orjson.OPT_SERIALIZE_NUMPY
+    pieces = [_V1_PROBABILITY] * (4 * n)  # per row: id, probability key, probability, row end
+    pieces[0::4] = orjson.dumps(scores.transaction_id.astype(np.int64), option=option)[1:-1].split(b",")
+    pieces[2::4] = orjson.dumps(scores.probability.astype(np.float64), option=option)[1:-1].split(b",")
+    ends = scores.decision.astype(np.intp) * 2 + scores.degraded.astype(np.intp)
+    pieces[3::4] = map(_V1_ROW_ENDS.__getitem__, ends.tolist())
+    joined = b"".join(pieces)
+    return orjson.Fragment(b"".join((b"[", _V1_ROW_START, joined[: -len(_V1_ROW_START) - 1], b"]")))
+
+
 @dataclass
 class ScoringRoutes:
     """The hot-path handlers (plain Starlette endpoints: no FastAPI dependency machinery)."""
@@ -542,29 +603,8 @@ class ScoringRoutes:
     def _answer_v1(
         self, scorer: FraudScorer, scores: Scores, request_id: str, _: str | None, parameters: ScoreParameters
     ) -> dict[str, Any]:
-        rows = [
-            {
-                "transaction_id": int(tid),
-                "fraud_probability": float(p),
-                "decision": int(d),
-                "degraded": bool(g),
-            }
-            for tid, p, d, g in zip(
-                scores.transaction_id.tolist(),
-                scores.probability.tolist(),
-                scores.decision.tolist(),
-                scores.degraded.tolist(),
-                strict=True,
-            )
-        ]
-        for row, reasons in zip(rows, scores.degraded_reasons, strict=True):
-            if reasons:
-                row["degraded_reasons"] = list(reasons)
-        if scores.reasons is not None:
-            for row, reasons in zip(rows, scores.reasons, strict=True):
-                row["reasons"] = reasons
         return {
-            "predictions": rows,
+            "predictions": v1_predictions(scores),
             "model_name": self.service.settings.model_name,
             "model_version": scorer.version,
             "threshold": scorer.bundle.threshold,

@@ -151,7 +151,9 @@ class LinearModel:
         return self._standardised(features) @ self.coef + self.intercept
 
     def _standardised(self, features: np.ndarray) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float64)
+        # C order: the matrix product sums in an order that depends on the layout, and a row's
+        # score must not depend on how the caller's array was laid out.
+        x = np.ascontiguousarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ArtifactError(
                 f"features have shape {x.shape}; the linear model expects (n, {self.n_features})"
@@ -271,7 +273,12 @@ class ModelBundle:
         return np.hstack([terms, bias])
 
     def _matrix(self, features: np.ndarray | pd.DataFrame, dtype: type[np.floating]) -> np.ndarray:
-        """The features as a C-contiguous 2-D array in ``feature_names`` order."""
+        """The features as a 2-D ``dtype`` array in ``feature_names`` order.
+
+        An array already of ``dtype`` is used as it is, whatever its memory layout: XGBoost and
+        numpy read strided arrays, so a batch's column-major matrix (and any row slice of it) is
+        scored without a copy.
+        """
         if isinstance(features, pd.DataFrame):
             missing = [name for name in self.feature_names if name not in features.columns]
             if missing:
@@ -281,7 +288,7 @@ class ModelBundle:
                 )
             features = features.loc[:, list(self.feature_names)]
         try:
-            x = np.ascontiguousarray(features, dtype=dtype)
+            x = np.asarray(features, dtype=dtype)
         except (TypeError, ValueError) as err:
             raise DataContractError(
                 f"features cannot be read as {np.dtype(dtype).name} numbers: {err}"
