@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -161,3 +162,56 @@ def test_what_the_fast_path_accepts_the_model_accepts_with_the_same_values(
         model = model_batch(rows)
         assert model is not None, "the fast path accepted rows the row model refuses"
         assert_same(fast, model)
+
+
+# --- V1 decoding: the fast path's own count of a body's members -------------------------------
+
+
+def v1_body(rows: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"instances": rows})
+
+
+def test_a_v1_body_with_a_repeated_key_is_refused_on_the_fast_path_too() -> None:
+    rows = [valid_row(i) for i in range(N)]
+    body = v1_body(rows)
+    assert DECODER._fast_batch(orjson.loads(body)["instances"]) is not None
+    repeated = body.replace(b'{"transaction_id":5,', b'{"transaction_id":7,"transaction_id":5,', 1)
+    assert repeated != body
+    with pytest.raises(InvalidRequest, match="repeats the key 'transaction_id'"):
+        DECODER.decode_v1(repeated)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(odd=st.lists(ROWS, min_size=0, max_size=3), positions=st.lists(st.integers(0, N - 1), min_size=3))
+def test_decode_v1_counts_members_as_the_row_model_path_does(
+    odd: list[dict[str, Any]], positions: list[int]
+) -> None:
+    """Whichever path validates the rows, the member count that guards against repeated keys is
+    the rows' keys plus the colons in their string values."""
+    rows: list[Any] = [valid_row(i) for i in range(N)]
+    for row, at in zip(odd, positions, strict=False):
+        rows[at] = row
+    columns = DECODER._fast_row_columns(rows)
+    if columns is None or DECODER._fast_columns(columns, len(rows)) is None:
+        return
+    fast_count = len(rows) * len(columns) + sum(
+        "".join(columns[name]).count(":") for name in DECODER.string_columns if name in columns
+    )
+    assert fast_count == sum(map(len, rows)) + DECODER._row_colons(rows)
+    batch, _ = DECODER.decode_v1(v1_body(rows))  # and the body's own count agrees: no refusal
+    assert_same(batch, DECODER._model_batch(rows, "instances"))
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("2018-01-01T23:59:5Z", "2018-01-01T23:59:59ZZ"),  # lengths 19 + 21: the total is right
+        ("2018-01-01T23:59:59Z\n2018-01-01T23:59:59Z", "2018-01-01T23:59:59Z"[:0]),
+        ("2018-01-01T23:59:59\n", "2018-01-01T23:59:59Z"),
+    ],
+)
+def test_timestamps_that_only_fit_the_form_together_leave_the_fast_path(pair: tuple[str, str]) -> None:
+    rows = [valid_row(i) for i in range(N)]
+    rows[3]["event_timestamp"], rows[4]["event_timestamp"] = pair
+    assert DECODER._fast_batch(rows) is None
+    assert model_batch(rows) is None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import sqlite3
 import struct
 import threading
@@ -100,7 +101,7 @@ def _parse_int64_keys(join_keys: Sequence[str], blobs: Sequence[bytes]) -> np.nd
     return ids
 
 
-def _void_keys(ids: np.ndarray) -> np.ndarray:
+def _row_keys(ids: np.ndarray) -> np.ndarray:
     """Rows of an int64 [n, k] array as one sortable, comparable value each (raw bytes)."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     return ids.view(f"V{8 * ids.shape[1]}").reshape(-1)
@@ -175,18 +176,60 @@ def _entity_rows(
 
 @dataclass(frozen=True)
 class _ViewMirror:
+    """One view in memory: entity rows sorted by key, found by binary search.
+
+    The key of a row is an int64 where numpy searches fast (about three times faster than raw
+    bytes): the id itself for one join key; for several, each id's rank among the view's distinct
+    values of that key, combined in mixed radix (``codes``: those distinct values, sorted). Raw
+    bytes (:func:`_row_keys`) only where the combined ranks would not fit an int64."""
+
     keys: np.ndarray
-    """Sorted void keys (:func:`_void_keys`)."""
+    """Sorted keys (:meth:`key_of`)."""
     values: np.ndarray
     seen: np.ndarray
+    codes: tuple[np.ndarray, ...] | None = None
+
+    @classmethod
+    def build(cls, ids: np.ndarray, values: np.ndarray, seen: np.ndarray) -> _ViewMirror:
+        """The mirror of entity rows ``ids`` (int64 [n, k]) with their ``values`` and ``seen``."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        codes = None
+        if ids.shape[1] > 1:
+            distinct = tuple(np.unique(ids[:, j]) for j in range(ids.shape[1]))
+            if math.prod(len(d) for d in distinct) < 2**62:
+                codes = distinct
+        mirror = cls(np.empty(0), values, seen, codes)
+        keys, _ = mirror.key_of(ids)
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], values[order], seen[order], codes)
+
+    def key_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(keys of the rows of ``ids``, False where an id is none of the view's: no row has that
+        key; None when every id may be)."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.shape[1] == 1:
+            return ids.reshape(-1), None
+        if self.codes is None:
+            return _row_keys(ids), None
+        key = np.zeros(len(ids), dtype=np.int64)
+        known = np.ones(len(ids), dtype=bool)
+        for j, distinct in enumerate(self.codes):
+            if len(distinct) == 0:
+                return key, np.zeros(len(ids), dtype=bool)
+            rank = np.minimum(np.searchsorted(distinct, ids[:, j]), len(distinct) - 1)
+            known &= distinct[rank] == ids[:, j]
+            key = key * len(distinct) + rank
+        return key, known
 
     def lookup(self, columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        wanted = _void_keys(np.column_stack(columns))
+        wanted, known = self.key_of(np.column_stack(columns))
         n = len(self.keys)
         if n == 0:
             return np.full((len(wanted), self.values.shape[1]), np.nan), np.full(len(wanted), np.nan)
         at = np.minimum(np.searchsorted(self.keys, wanted), n - 1)
         found = self.keys[at] == wanted
+        if known is not None:
+            found &= known
         values = self.values[at]
         seen = self.seen[at]
         if not found.all():
@@ -351,7 +394,7 @@ class SqliteOnlineReader:
         ).fetchall()
         if not rows:
             empty = np.empty((0, len(view.join_keys)), np.int64)
-            return _ViewMirror(_void_keys(empty), np.empty((0, len(view.features))), np.empty(0))
+            return _ViewMirror.build(empty, np.empty((0, len(view.features))), np.empty(0))
         entity, feature, raw, event = zip(*rows, strict=True)
         unique_blobs = pd.unique(np.asarray(entity, dtype=object))
         ids = _parse_int64_keys(view.join_keys, list(unique_blobs))
@@ -363,9 +406,7 @@ class SqliteOnlineReader:
         values, seen = _entity_rows(
             len(unique_blobs), entity_index, feature_index, decoded, _epoch_seconds(event), len(view.features)
         )
-        keys = _void_keys(ids)
-        order = np.argsort(keys, kind="stable")
-        return _ViewMirror(keys[order], values[order], seen[order])
+        return _ViewMirror.build(ids, values, seen)
 
     def close(self) -> None:
         with self._check_lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -315,9 +316,17 @@ class RequestDecoder:
             raise InvalidRequest(f"instances={_short(instances)}: expected a list of transaction objects")
         self._check_count(len(instances), "instances")
         parameters = self._parameters(payload.get("parameters"), "parameters")
-        batch = self.validate_rows(instances, "instances")
+        columns = self._fast_row_columns(instances)
+        batch = None if columns is None else self._fast_columns(columns, len(instances))
         # after validation every row is a flat object of typed fields: cheap to count
-        self._check_members(body, _colons(payload) + sum(map(len, instances)) + self._row_colons(instances))
+        if batch is not None and columns is not None:  # the fast path's columns, each row has all
+            row_colons = len(instances) * len(columns) + sum(
+                "".join(columns[name]).count(":") for name in self.string_columns if name in columns
+            )
+        else:
+            batch = self._model_batch(instances, "instances")
+            row_colons = sum(map(len, instances)) + self._row_colons(instances)
+        self._check_members(body, _colons(payload) + row_colons)
         return batch, parameters
 
     def decode_v2(self, body: bytes) -> tuple[TransactionBatch, ScoreParameters, str | None]:
@@ -425,17 +434,20 @@ class RequestDecoder:
         """The batch when every row is in the common case and valid; None otherwise (the row model
         then decides, and words any error). A property test checks that whatever this accepts,
         the row model accepts with the same values."""
+        columns = self._fast_row_columns(rows)
+        return None if columns is None else self._fast_columns(columns, len(rows))
+
+    def _fast_row_columns(self, rows: list[Any]) -> dict[str, list[Any]] | None:
+        """The fast path's columns of ``rows`` when every row is an object with exactly those keys."""
         plan = self._fast_plan
-        n = len(rows)
-        if plan is None or n < _FAST_PATH_MIN_ROWS or set(map(type, rows)) != {dict}:
+        if plan is None or len(rows) < _FAST_PATH_MIN_ROWS or set(map(type, rows)) != {dict}:
             return None
         if set(map(len, rows)) != {len(plan)}:
             return None
-        try:
-            columns = {name: [row[name] for row in rows] for name in plan}  # KeyError: another key set
+        try:  # KeyError: another key set
+            return {name: list(map(operator.itemgetter(name), rows)) for name in plan}
         except KeyError:
             return None
-        return self._fast_columns(columns, n)
 
     def _fast_columns(self, raw: dict[str, list[Any]], n: int) -> TransactionBatch | None:
         """:meth:`_fast_batch` of columns (V2 tensors, V1 rows taken apart): exactly the fast
@@ -513,10 +525,15 @@ def _utc_seconds(values: list[str]) -> np.ndarray | None:
     """Seconds since the epoch of ``YYYY-MM-DDTHH:MM:SSZ`` strings, each a valid date-time
     (computed from the digits: no string parsing); None when any string has another form or an
     impossible value (month 13, 31 September, 29 February of a common year, hour 24, ...)."""
-    # one code point more than the form: a longer string leaves it non-zero, a shorter one
-    # leaves the final "Z" missing
-    points = np.array(values, dtype="U21").view(np.uint32).reshape(len(values), 21)
-    if points[:, 20].any():
+    # the strings one after the other, each followed by a newline (which the form never holds):
+    # the bytes are 21 per string, newlines at every 21st, only when each string has 20 characters
+    # (the checks below then find a newline wherever the form has another character)
+    n = len(values)
+    joined = "\n".join(values)
+    if len(joined) != 21 * n - 1 or not joined.isascii():
+        return None
+    points = np.frombuffer(joined.encode("ascii") + b"\n", dtype=np.uint8).reshape(n, 21)
+    if (points[:, 20] != 10).any():
         return None
     points = points[:, :20]
     digits = points[:, _TIMESTAMP_DIGITS]

@@ -1,0 +1,143 @@
+"""The serving hot path's vectorised shortcuts give what the plain code gives: the V1 answer's
+bytes, the prediction event table, the online mirror's lookups."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fraud_detection.data.raw_store import parquet_bytes as frame_parquet_bytes
+from fraud_detection.features.sqlite_online import _row_keys, _ViewMirror
+from fraud_detection.inference import events
+from fraud_detection.inference.requests import TransactionBatch
+from fraud_detection.inference.scorer import Scores
+from fraud_detection.inference.server import v1_prediction_rows, v1_predictions
+
+pytestmark = pytest.mark.unit
+
+
+def scores_of(ids: list[int], probability: list[float], degraded: list[bool], n_features: int = 3) -> Scores:
+    n = len(ids)
+    p = np.array(probability, dtype=np.float64)
+    return Scores(
+        transaction_id=np.array(ids, dtype=np.int64),
+        probability=p,
+        decision=(p >= 0.5).astype(np.int8),
+        degraded=np.array(degraded, dtype=bool),
+        degraded_reasons=tuple(() for _ in range(n)),
+        features=np.arange(n * n_features, dtype=np.float32).reshape(n, n_features) / 7,
+    )
+
+
+# --- the V1 answer ------------------------------------------------------------------------------
+
+PROBABILITIES = st.one_of(
+    st.floats(0, 1), st.sampled_from([0.0, 1.0, 0.5, 1e-7, 5e-324, 0.1, 1 / 3, 0.9999999999999999])
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(-(2**63), 2**63 - 1), PROBABILITIES, st.booleans()), min_size=1, max_size=60
+    )
+)
+def test_v1_predictions_serialise_to_the_bytes_of_the_objects(rows: list[tuple[int, float, bool]]) -> None:
+    ids, probability, degraded = (list(column) for column in zip(*rows, strict=True))
+    scores = scores_of(ids, probability, degraded)
+    fast = orjson.dumps({"predictions": v1_predictions(scores), "model_version": "3"})
+    plain = orjson.dumps({"predictions": v1_prediction_rows(scores), "model_version": "3"})
+    assert fast == plain
+    assert orjson.loads(fast)["predictions"][0]["transaction_id"] == ids[0]
+
+
+def test_rows_with_reasons_keep_the_objects() -> None:
+    scores = scores_of(list(range(40)), [0.2] * 40, [False] * 39 + [True])
+    with_reason = Scores(
+        **{**scores.__dict__, "degraded_reasons": (*(() for _ in range(39)), ("unknown entity",))}
+    )
+    answer = v1_predictions(with_reason)
+    assert isinstance(answer, list)
+    assert answer[-1]["degraded_reasons"] == ["unknown entity"]
+    assert isinstance(v1_predictions(scores), orjson.Fragment)
+
+
+# --- the prediction event table -----------------------------------------------------------------
+
+
+def event_item(
+    seed: int, n: int, names: tuple[str, ...], *, shadow: bool = False, one_id: bool = True
+) -> events._Item:
+    rng = np.random.default_rng(seed)
+    batch = TransactionBatch(
+        rng.integers(0, 10**12, n),
+        rng.integers(0, 4000, n),
+        rng.integers(0, 8000, n),
+        rng.random(n) * 100,
+        rng.integers(1_500_000_000_000_000, 1_600_000_000_000_000, n),
+        {"customer_age_band": [None] * n},
+    )
+    scores = scores_of(batch.transaction_id.tolist(), rng.random(n).tolist(), (rng.random(n) < 0.3).tolist())
+    scores = Scores(**{**scores.__dict__, "features": rng.random((n, len(names))).astype(np.float32)})
+    ids = [f"request-{seed}"] * n if one_id else [f"request-{seed}-{k}" for k in range(n)]
+    scored_at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC) + dt.timedelta(seconds=seed)
+    return events._Item(ids, batch, scores, f"v{seed % 3}", names, scored_at, shadow)
+
+
+def read(data: bytes) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("mixed_features", [False, True])
+def test_the_event_table_holds_what_the_frame_holds(mixed_features: bool) -> None:
+    names = ("amount", "customer_nb_tx_1d", "terminal_risk_7d")
+    items = [
+        event_item(seed, 1 + seed * 7 % 40, names, shadow=seed % 3 == 1, one_id=seed % 2 == 0)
+        for seed in range(12)
+    ]
+    if mixed_features:  # a reload changed the model's features within one file
+        items.append(event_item(99, 5, names[:2]))
+    table = events._table(items)
+    expected = read(frame_parquet_bytes(events._frame(items)))
+    pd.testing.assert_frame_equal(read(events.parquet_bytes(table)), expected, check_exact=True)
+    assert str(expected["scored_at"].iloc[0]) == "2026-01-02 03:04:05.678901"
+
+
+# --- the online mirror --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_keys", [1, 2, 3])
+def test_mirror_lookups_find_exactly_the_stored_entities(n_keys: int) -> None:
+    rng = np.random.default_rng(n_keys)
+    ids = np.unique(rng.integers(-50, 50, (400, n_keys)) * 10**15 // 7, axis=0)
+    values = rng.random((len(ids), 2))
+    seen = rng.random(len(ids))
+    mirror = _ViewMirror.build(ids, values, seen)
+    stored = {tuple(row): i for i, row in enumerate(ids.tolist())}
+    wanted = np.concatenate([ids[rng.permutation(len(ids))[:100]], rng.integers(-60, 60, (100, n_keys))])
+    got_values, got_seen = mirror.lookup([wanted[:, j] for j in range(n_keys)])
+    for row, value, when in zip(wanted.tolist(), got_values, got_seen, strict=True):
+        at = stored.get(tuple(row))
+        if at is None:
+            assert np.isnan(value).all() and np.isnan(when)
+        else:
+            np.testing.assert_array_equal(value, values[at])
+            assert when == seen[at]
+
+
+def test_mirror_lookups_by_raw_bytes_where_ranks_overflow() -> None:
+    ids = np.array([[1, 2], [3, 4], [-5, 6]], dtype=np.int64)
+    keys = _row_keys(ids)
+    order = np.argsort(keys, kind="stable")
+    mirror = _ViewMirror(keys[order], np.arange(3.0)[order, None], np.arange(3.0)[order])
+    values, _ = mirror.lookup([np.array([3, -5, 9]), np.array([4, 6, 9])])
+    np.testing.assert_array_equal(values[:, 0], [1.0, 2.0, np.nan])
+    empty = _ViewMirror.build(np.empty((0, 2), np.int64), np.empty((0, 1)), np.empty(0))
+    assert np.isnan(empty.lookup([np.array([1]), np.array([2])])[0]).all()
