@@ -402,9 +402,10 @@ def point_in_time_features(
             take = None if in_order else np.where(found, rows, 0)
             for name, j in zip(view_names, columns, strict=True):
                 column = table.column(name).to_numpy(zero_copy_only=False)
-                values[:, j] = column if take is None else column[take]
+                gathered = column if take is None else column[take]
+                values[:, j] = gathered
                 if name == prior_name:
-                    prior[:] = column if take is None else column[take]
+                    prior[:] = gathered
             # A null stored feature makes the row unusable (Feast returns it; the store's historical
             # path then treats the view as missing): defaults, as for no row at all.
             for j in columns:
