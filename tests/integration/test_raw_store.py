@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from fraud_detection.data.ingest import simulate_to_folder, validate_dataset
@@ -218,6 +220,24 @@ def test_parquet_bytes_are_deterministic() -> None:
     frame = make_transactions(200, seed=6)
     assert parquet_bytes(frame) == parquet_bytes(frame.copy())
     assert parquet_bytes(frame) != parquet_bytes(frame.iloc[1:])
+
+
+def test_parquet_bytes_encodings_change_the_layout_not_the_values() -> None:
+    frame = make_transactions(500, seed=7)
+    plain = parquet_bytes(frame)
+    tuned = parquet_bytes(frame, dictionary=["customer_age_band"], delta=["transaction_id"])
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(tuned)), pd.read_parquet(io.BytesIO(plain)))
+
+    def encodings(data: bytes) -> dict[str, set[str]]:
+        group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+        columns = (group.column(i) for i in range(group.num_columns))
+        return {c.path_in_schema: set(c.encodings) for c in columns}
+
+    tuned_encodings, plain_encodings = encodings(tuned), encodings(plain)
+    assert "DELTA_BINARY_PACKED" in tuned_encodings["transaction_id"]
+    assert "RLE_DICTIONARY" in tuned_encodings["customer_age_band"]
+    assert "RLE_DICTIONARY" not in tuned_encodings["amount"]
+    assert "RLE_DICTIONARY" in plain_encodings["amount"]  # the default: dictionary pages everywhere
 
 
 # --- atomic writes --------------------------------------------------------------------------------

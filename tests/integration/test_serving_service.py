@@ -144,9 +144,9 @@ def test_full_sink_drops_and_counts_without_blocking(
     release = __import__("threading").Event()
     real_bytes = events_module.parquet_bytes
 
-    def stuck_write(frame):  # type: ignore[no-untyped-def]
+    def stuck_write(frame, **options):  # type: ignore[no-untyped-def]
         release.wait(5)  # the writer is stuck in its first file: the buffer fills up
-        return real_bytes(frame)
+        return real_bytes(frame, **options)
 
     monkeypatch.setattr(events_module, "parquet_bytes", stuck_write)
     sink = PredictionSink(tmp_path / "events", max_batches=2, roll_seconds=0.001)

@@ -164,9 +164,10 @@ def _read_view_table(manifest: FeatureTablesManifest, view: ViewSpec, config: Fe
 
 
 def _matchable_rows(
-    view: ViewSpec, table: pa.Table, keys: dict[str, np.ndarray] | None, window_us: tuple[int, int] | None
+    view: ViewSpec, table: pa.Table, keys: dict[str, pa.Array] | None, window_us: tuple[int, int] | None
 ) -> pa.Table:
-    """The rows of ``table`` that queries of these entities within this time window can match."""
+    """The rows of ``table`` that queries of these entities (``keys``: each join key's distinct
+    values) within this time window can match."""
     event_us = table.column("event_us")
     mask = None
     if window_us is not None:  # rows after the last query, or beyond the TTL of the first, never match
@@ -177,7 +178,7 @@ def _matchable_rows(
             mask = pc.and_(mask, pc.greater_equal(event_us, pa.scalar(low - ttl_us, pa.int64())))
     if keys is not None:
         for key in view.join_keys:
-            member = pc.is_in(table.column(key), value_set=pa.array(np.unique(keys[key])))
+            member = pc.is_in(table.column(key), value_set=keys[key])
             mask = member if mask is None else pc.and_(mask, member)
     if mask is None or pc.all(mask).as_py():  # filtering copies every column: only when it drops rows
         return table
@@ -245,7 +246,10 @@ def load_offline_tables(
     keys = window = None
     if entity_rows is not None and len(entity_rows):
         event_us = _event_us(entity_rows[TIMESTAMP_FIELD])
-        keys = {k: entity_rows[k].to_numpy(np.int64) for k in ("customer_id", "terminal_id")}
+        # Arrow's hash: ~20x faster than np.unique's sort on millions of ids; the order is irrelevant
+        keys = {
+            k: pc.unique(pa.array(entity_rows[k].to_numpy(np.int64))) for k in ("customer_id", "terminal_id")
+        }
         window = (int(event_us.min()), int(event_us.max()))
     tables = {view.name: _matchable_rows(view, whole[view.name], keys, window) for view in VIEWS}
     return OfflineTables(manifest, config, tables)

@@ -82,6 +82,8 @@ OUTPUT_KIND = "batch-predictions"
 QUARANTINE_FILE = "quarantine.parquet"
 OUTPUT_COLUMNS = ("transaction_id", "score", "decision", "model_version", "inference_timestamp")
 REASONS_COLUMN = "top_reasons"
+# dictionary pages only where values repeat (on the distinct scores they cost more than the write)
+_REPEATED_OUTPUT_COLUMNS = ("decision", "model_version", "inference_timestamp")
 
 
 class BatchSpec(BaseModel):
@@ -347,7 +349,7 @@ def score_part(
             **({REASONS_COLUMN: pa.array(frame[REASONS_COLUMN].to_numpy(), pa.string())} if explain else {}),
         }
     )
-    return parquet_bytes(table), n
+    return parquet_bytes(table, dictionary=_REPEATED_OUTPUT_COLUMNS, delta=("transaction_id",)), n
 
 
 @functools.lru_cache(maxsize=4)

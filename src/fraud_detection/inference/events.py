@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import io
 import itertools
 import logging
 import threading
@@ -28,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from fraud_detection.data.raw_store import parquet_bytes
 from fraud_detection.inference import metrics
 from fraud_detection.inference.requests import TransactionBatch
 from fraud_detection.inference.scorer import Scores
@@ -131,7 +130,7 @@ class PredictionSink:
         self._sequence += 1
         path = self.out_dir / f"events-{stamp}-{self._sequence:06d}.parquet"
         try:
-            atomic_write_bytes(path, parquet_bytes(table))
+            atomic_write_bytes(path, parquet_bytes(table, dictionary=_STRING_COLUMNS))
         except OSError:
             logger.exception("prediction events could not be written to %s", path)
             metrics.EVENTS_DROPPED.inc(n_rows)
@@ -140,16 +139,7 @@ class PredictionSink:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_STRING_COLUMNS = ["request_id", "model_version"]
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    """The parquet file of an event table: zstd as every dataset of the project, dictionary pages
-    for the string columns only (on the float feature columns pyarrow's dictionary attempt costs
-    more time than the whole rest of the write, and saves no space)."""
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", compression_level=3, use_dictionary=_STRING_COLUMNS)
-    return buffer.getvalue()
+_STRING_COLUMNS = ("request_id", "model_version")  # the only repetitive columns: dictionary pages
 
 
 def _table(items: list[_Item]) -> pa.Table:
