@@ -123,6 +123,24 @@ if ours_targets:
     for t in ours_targets:
         print(f"| {t} | " + " | ".join(cell(by[t].get(case, {}), degraded_cell) for case, _ in CASES) + " |")
 
+    print(
+        "\nServer time of ours: mean ms per request by the server's own clock, from the handler's start "
+        "(body read included) to the answer built (`fraud_request_latency_seconds` sum / count on "
+        "/metrics, increase during the case). Each cell: run 1 / run 2.\n"
+    )
+    print("| ours / path | " + " | ".join(label for _, label in CASES) + " |")
+    print("|---|" + "---|" * len(CASES))
+
+    def server_ms_cell(r):
+        c = r.get("counters") or {}
+        count = c.get("fraud_request_latency_seconds_count")
+        if not count:
+            return "not recorded"
+        return f"{c['fraud_request_latency_seconds_sum'] / count * 1000:.2f}"
+
+    for t in ours_targets:
+        print(f"| {t} | " + " | ".join(cell(by[t].get(case, {}), server_ms_cell) for case, _ in CASES) + " |")
+
 for kind in ("core", "mlflow"):
     p = f"out/inproc_{kind}.json"
     if os.path.exists(p):

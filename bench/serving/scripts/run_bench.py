@@ -65,11 +65,14 @@ class Server:
     counters: tuple = ()  # Prometheus counters on GET /metrics, recorded per case (increase during the case)
 
 
-# scored rows, rows scored with default features (store read timed out, failed or busy), failed reads
+# scored rows, rows scored with default features (store read timed out, failed or busy), failed reads;
+# the server's own request time (its latency histogram's sum and count: the "server time")
 OURS_COUNTERS = (
     "fraud_predictions_total",
     "fraud_degraded_scores_total",
     "fraud_feature_fetch_failures_total",
+    "fraud_request_latency_seconds_sum",
+    "fraud_request_latency_seconds_count",
 )
 PEER_MODEL = "fraud"  # the model name every peer serves (kserve --name, mlserver's model-settings.json)
 
