@@ -105,13 +105,13 @@ if ours_targets:
     for r in after:
         print(f"- run {r['run']} {r['target']}: after load: {r['check_after_load']}")
 
-    print(
-        "\nRows ours scored with default features during each case (the feature store read timed out, "
-        "failed or found every worker busy: `fraud_degraded_scores_total` on /metrics, increase during "
-        "the case, of `fraud_predictions_total`). Each cell: run 1 / run 2.\n"
-    )
-    print("| ours / path | " + " | ".join(label for _, label in CASES) + " |")
-    print("|---|" + "---|" * len(CASES))
+    def ours_table(intro, value):
+        """One row per path of ours, one cell per case (run 1 / run 2), ``value`` of each record."""
+        print(f"\n{intro} Each cell: run 1 / run 2.\n")
+        print("| ours / path | " + " | ".join(label for _, label in CASES) + " |")
+        print("|---|" + "---|" * len(CASES))
+        for t in ours_targets:
+            print(f"| {t} | " + " | ".join(cell(by[t].get(case, {}), value) for case, _ in CASES) + " |")
 
     def degraded_cell(r):
         c = r.get("counters") or {}
@@ -120,17 +120,6 @@ if ours_targets:
             return "not recorded"
         return f"{c.get('fraud_degraded_scores_total', 0) / scored:.0%} of {scored:.0f}"
 
-    for t in ours_targets:
-        print(f"| {t} | " + " | ".join(cell(by[t].get(case, {}), degraded_cell) for case, _ in CASES) + " |")
-
-    print(
-        "\nServer time of ours: mean ms per request by the server's own clock, from the handler's start "
-        "(body read included) to the answer built (`fraud_request_latency_seconds` sum / count on "
-        "/metrics, increase during the case). Each cell: run 1 / run 2.\n"
-    )
-    print("| ours / path | " + " | ".join(label for _, label in CASES) + " |")
-    print("|---|" + "---|" * len(CASES))
-
     def server_ms_cell(r):
         c = r.get("counters") or {}
         count = c.get("fraud_request_latency_seconds_count")
@@ -138,8 +127,18 @@ if ours_targets:
             return "not recorded"
         return f"{c['fraud_request_latency_seconds_sum'] / count * 1000:.2f}"
 
-    for t in ours_targets:
-        print(f"| {t} | " + " | ".join(cell(by[t].get(case, {}), server_ms_cell) for case, _ in CASES) + " |")
+    ours_table(
+        "Rows ours scored with default features during each case (the feature store read timed out, "
+        "failed or found every worker busy: `fraud_degraded_scores_total` on /metrics, increase during "
+        "the case, of `fraud_predictions_total`).",
+        degraded_cell,
+    )
+    ours_table(
+        "Server time of ours: mean ms per request by the server's own clock, from the handler's start "
+        "(body read included) to the answer built (`fraud_request_latency_seconds` sum / count on "
+        "/metrics, increase during the case).",
+        server_ms_cell,
+    )
 
 for kind in ("core", "mlflow"):
     p = f"out/inproc_{kind}.json"

@@ -20,6 +20,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,24 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _STRING_COLUMNS = ("request_id", "model_version")  # the only repetitive columns: dictionary pages
 
 
+# The per-row columns of an event, from each batch and its scores (event_timestamp in epoch µs),
+# in file order after request_id: one list for both table builders.
+_ROW_COLUMNS: tuple[tuple[str, Callable[[_Item], Any]], ...] = (
+    ("transaction_id", lambda i: i.batch.transaction_id),
+    ("event_timestamp", lambda i: i.batch.event_us),
+    ("customer_id", lambda i: i.batch.customer_id),
+    ("terminal_id", lambda i: i.batch.terminal_id),
+    ("amount", lambda i: i.batch.amount),
+    ("score", lambda i: i.scores.probability),
+    ("decision", lambda i: i.scores.decision),
+    ("degraded", lambda i: i.scores.degraded),
+)
+
+
+def _row_columns(items: list[_Item]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([np.asarray(get(item)) for item in items]) for name, get in _ROW_COLUMNS}
+
+
 def _table(items: list[_Item]) -> pa.Table:
     """One table of the events of ``items``, built from the arrays themselves, no data frame
     (columns concatenated once; a value per batch, such as the model version, repeated by index):
@@ -152,9 +171,6 @@ def _table(items: list[_Item]) -> pa.Table:
     if any(item.feature_names != names for item in items):  # a reload changed the features
         return pa.Table.from_pandas(_frame(items), preserve_index=False)
     lengths = np.array([len(item.batch) for item in items], dtype=np.int64)
-
-    def column(get: Any) -> np.ndarray:
-        return np.concatenate([np.asarray(get(item)) for item in items])
 
     def per_item(values: list[Any]) -> pa.Array:  # one value per item, repeated over its rows
         return pa.array(values).take(pa.array(np.repeat(np.arange(len(items)), lengths)))
@@ -168,16 +184,11 @@ def _table(items: list[_Item]) -> pa.Table:
     features = np.concatenate(
         [np.asarray(item.scores.features, dtype=np.float64).T for item in items], axis=1
     )
+    rows = _row_columns(items)
     columns: dict[str, Any] = {
         "request_id": pa.array(request_ids, type=pa.string()),
-        "transaction_id": column(lambda i: i.batch.transaction_id),
-        "event_timestamp": timestamps(column(lambda i: i.batch.event_us)),
-        "customer_id": column(lambda i: i.batch.customer_id),
-        "terminal_id": column(lambda i: i.batch.terminal_id),
-        "amount": column(lambda i: i.batch.amount),
-        "score": column(lambda i: i.scores.probability),
-        "decision": column(lambda i: i.scores.decision),
-        "degraded": column(lambda i: i.scores.degraded),
+        **rows,
+        "event_timestamp": timestamps(rows["event_timestamp"]),
         "model_version": per_item([item.model_version for item in items]),
         "shadow": per_item([item.shadow for item in items]),
         "scored_at": timestamps(np.repeat(np.array(scored_at, dtype=np.int64), lengths)),
@@ -189,21 +200,12 @@ def _table(items: list[_Item]) -> pa.Table:
 
 def _frame(items: list[_Item]) -> pd.DataFrame:
     """One table of the events of ``items`` (columns concatenated once, not a frame per batch)."""
-
-    def column(get: Any) -> np.ndarray:
-        return np.concatenate([np.asarray(get(item)) for item in items])
-
+    rows = _row_columns(items)
     frame = pd.DataFrame(
         {
             "request_id": [rid for item in items for rid in item.request_ids],
-            "transaction_id": column(lambda i: i.batch.transaction_id),
-            "event_timestamp": pd.to_datetime(column(lambda i: i.batch.event_us), unit="us"),
-            "customer_id": column(lambda i: i.batch.customer_id),
-            "terminal_id": column(lambda i: i.batch.terminal_id),
-            "amount": column(lambda i: i.batch.amount),
-            "score": column(lambda i: i.scores.probability),
-            "decision": column(lambda i: i.scores.decision),
-            "degraded": column(lambda i: i.scores.degraded),
+            **rows,
+            "event_timestamp": pd.to_datetime(rows["event_timestamp"], unit="us"),
             "model_version": [item.model_version for item in items for _ in range(len(item.batch))],
             "shadow": np.concatenate([np.full(len(item.batch), item.shadow) for item in items]),
             "scored_at": pd.to_datetime(
