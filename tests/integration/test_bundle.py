@@ -250,6 +250,48 @@ def test_scores_do_not_depend_on_the_array_layout(
     np.testing.assert_array_equal(any_bundle.predict_proba(part), expected[7:123])
 
 
+@pytest.mark.integration
+def test_scores_are_the_bits_of_xgboosts_own_inplace_predict(
+    early_stopped_booster: xgb.Booster, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The bundle calls XGBoost's C predict directly; every layout, size and NaN gives the wrapper's bits."""
+    X, _ = data
+    bundle = xgb_bundle(early_stopped_booster)
+    kept = early_stopped_booster.best_iteration + 1
+    with_nan = X.astype(np.float32)
+    with_nan[::3, 1] = np.nan  # missing values take each split's default branch
+    matrices = {
+        "one row": with_nan[:1],
+        "c order": with_nan,
+        "fortran order": np.asfortranarray(with_nan),
+        "strided rows": with_nan[::2],
+        "fortran slice": np.asfortranarray(with_nan)[5:77],
+    }
+    for name, matrix in matrices.items():
+        expected = early_stopped_booster.inplace_predict(matrix, iteration_range=(0, kept))
+        got = bundle.predict_proba(matrix)
+        assert got.dtype == np.float64 and got.shape == (len(matrix),), name
+        np.testing.assert_array_equal(got, expected.astype(np.float64), err_msg=name)
+    assert bundle.predict_proba(with_nan[:0]).shape == (0,)
+
+
+@pytest.mark.integration
+def test_concurrent_scoring_keeps_each_threads_answer(
+    plain_booster: xgb.Booster, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """XGBoost hands each thread its own result buffer; scores from many threads must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, _ = data
+    bundle = xgb_bundle(plain_booster)
+    sizes = [1, 2, 3, 50, 1, 400, 7, 1] * 25
+    expected = {size: bundle.predict_proba(X[:size]) for size in set(sizes)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda size: (size, bundle.predict_proba(X[:size])), sizes))
+    for size, got in answers:
+        np.testing.assert_array_equal(got, expected[size])
+
+
 # --------------------------------------------------------------------------- integrity checks
 
 
