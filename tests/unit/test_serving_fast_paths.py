@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import time
 
 import numpy as np
 import orjson
@@ -110,6 +111,44 @@ def test_the_event_table_holds_what_the_frame_holds(mixed_features: bool) -> Non
         read(events.parquet_bytes(table, dictionary=events._STRING_COLUMNS)), expected, check_exact=True
     )
     assert str(expected["scored_at"].iloc[0]) == "2026-01-02 03:04:05.678901"
+
+
+def test_a_file_built_from_several_polls_holds_every_event_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The writer turns each poll's events into a table at once and writes a file from those tables;
+    the file holds the events' frames in the order scored, across a reload that changed features."""
+    names = ("amount", "customer_nb_tx_1d", "terminal_risk_7d")
+    polls = [
+        [event_item(seed, 1 + seed * 5 % 30, names, one_id=seed % 2 == 0) for seed in range(4)],
+        [event_item(seed, 3, names[:2]) for seed in (10, 11)],  # a reload dropped a feature
+        [event_item(20, 40, names, shadow=True, one_id=False)],
+    ]
+    sink = events.PredictionSink(tmp_path, roll_seconds=3600, roll_rows=10**9)
+    try:
+        for poll in polls:
+            for item in poll:
+                assert sink.submit(
+                    item.request_ids,
+                    item.batch,
+                    item.scores,
+                    item.model_version,
+                    item.feature_names,
+                    shadow=item.shadow,
+                )
+            time.sleep(0.5)  # the writer collects every 0.2 s
+        # each poll's events already became a table (at least one per poll), none wait as items
+        assert not sink._buffer and len(polls) <= len(sink._tables) <= sum(map(len, polls))
+    finally:
+        sink.close()
+    files = sorted(tmp_path.glob("events-*.parquet"))
+    assert len(files) == 1
+    got = pd.read_parquet(files[0]).drop(columns=["scored_at"])  # stamped at submit, not at build
+    # in the order scored (one frame of every item would put the reloaded batches last)
+    expected = pd.concat([events._frame(poll) for poll in polls], ignore_index=True).drop(
+        columns=["scored_at"]
+    )
+    assert got.shape == expected.shape
+    pd.testing.assert_frame_equal(got[list(expected.columns)], expected, check_exact=True)
+    assert got["f_terminal_risk_7d"].isna().sum() == 6  # the two reloaded batches of 3 rows
 
 
 # --- the online mirror --------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 :meth:`PredictionSink.submit` appends a scored batch to a bounded buffer and returns at once (no
 lock, no thread woken: a request pays a list append); a background thread collects the buffer a
-few times a second and turns batches into parquet files rolled by time (``events-<start>-<seq>.parquet``
-in the sink folder, each written atomically: temp file, fsync, rename). When the queue is full the
+few times a second, turns what it took into an Arrow table at once, and writes parquet files rolled
+by time (``events-<start>-<seq>.parquet`` in the sink folder, each written atomically: temp file,
+fsync, rename). When the queue is full the
 batch is dropped and counted (``fraud_prediction_events_dropped_total``), never waited for.
 
 An event: ``request_id``, ``transaction_id``, ``event_timestamp``, ``customer_id``, ``terminal_id``,
@@ -58,14 +59,14 @@ class PredictionSink:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.roll_seconds = roll_seconds
-        # a file also closes at this many events: building one costs the writer thread time under
-        # the GIL, which requests then wait for; small files keep each such pause short
+        # a file also closes at this many events: it bounds the memory held and each file's
+        # encoding, which runs on the server's core
         self.roll_rows = roll_rows
-        self._pending_rows = 0
+        self._pending_rows = 0  # events in self._tables
         self.max_batches = max_batches
         self._buffer: collections.deque[_Item] = collections.deque()
         self._stop = threading.Event()
-        self._pending: list[_Item] = []
+        self._tables: list[pa.Table] = []  # the events of the file being filled, a table per poll
         self._window_start = time.monotonic()
         self._sequence = 0
         self.dropped = 0
@@ -98,10 +99,23 @@ class PredictionSink:
         self._thread.join(timeout)
 
     def _collect(self) -> None:
-        while self._buffer:  # kept as arrays: one table per file, built at flush
-            item = self._buffer.popleft()
-            self._pending.append(item)
-            self._pending_rows += len(item.batch)
+        """Turn what was queued since the last poll into one table at once. The writer shares the
+        server's core and holds the GIL while it builds a table: building a whole file's table at
+        the roll (tens of thousands of events) stalled requests for over 100 ms; a poll's worth
+        takes a millisecond or two. The file is then written from these tables (off the GIL)."""
+        items: list[_Item] = []
+        while self._buffer:
+            items.append(self._buffer.popleft())
+        if not items:
+            return
+        n_rows = sum(len(item.batch) for item in items)
+        try:
+            self._tables.append(_table(items))
+        except Exception:  # a bad event must not stop the log; its rows are counted as dropped
+            logger.exception("prediction events could not be recorded")
+            metrics.EVENTS_DROPPED.inc(n_rows)
+            return
+        self._pending_rows += n_rows
 
     def _run(self) -> None:
         poll_s = min(0.2, self.roll_seconds / 4)
@@ -117,16 +131,12 @@ class PredictionSink:
 
     def _flush(self) -> None:
         self._window_start = time.monotonic()
-        if not self._pending:
+        if not self._tables:
             return
-        items, self._pending, self._pending_rows = self._pending, [], 0
-        n_rows = sum(len(item.batch) for item in items)
-        try:
-            table = _table(items)
-        except Exception:  # a bad event must not stop the log; its rows are counted as dropped
-            logger.exception("prediction events could not be recorded")
-            metrics.EVENTS_DROPPED.inc(n_rows)
-            return
+        tables, self._tables, n_rows = self._tables, [], self._pending_rows
+        self._pending_rows = 0
+        # a reload that changed the model's features changes the columns: missing ones are null
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         self._sequence += 1
         path = self.out_dir / f"events-{stamp}-{self._sequence:06d}.parquet"
