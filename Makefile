@@ -104,6 +104,7 @@ bench: install
 	$(VENV)/bin/python bench/bench_cli_startup.py
 	$(VENV)/bin/python bench/bench_features.py
 	$(VENV)/bin/python bench/bench_feature_store.py --online-calls 10000 --historical-rows 100000
+	$(VENV)/bin/python bench/bench_serving_internals.py --rounds 3
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
