@@ -43,3 +43,30 @@ def test_batch_inference_runs_daily_and_monitoring_hourly() -> None:
         == MonitoringFlowParameters()
     )
     assert all(d.concurrency_limit == 1 for d in built.values())
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, 120), ("45", 45)])
+def test_the_ephemeral_server_gets_time_to_start_unless_told_otherwise(
+    preset: str | None, expected: int
+) -> None:
+    """Prefect reads its settings at import: the CLI's process setup must come first, and take effect."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_EPHEMERAL")}
+    if preset is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = preset
+    program = (
+        "import sys, fraud_detection.cli\n"
+        "assert 'prefect' not in sys.modules, 'the CLI imports Prefect before its process setup'\n"
+        "from fraud_detection.pipelines.runtime import prepare_flow_process\n"
+        "prepare_flow_process()\n"
+        "from prefect.settings import get_current_settings\n"
+        "print(get_current_settings().server.ephemeral.startup_timeout_seconds)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.strip().splitlines()[-1]) == expected
