@@ -250,6 +250,25 @@ def test_scores_do_not_depend_on_the_array_layout(
     np.testing.assert_array_equal(any_bundle.predict_proba(part), expected[7:123])
 
 
+def unaligned(matrix: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``matrix`` that starts one byte past an aligned address."""
+    raw = np.zeros(matrix.nbytes + 1, dtype=np.uint8)
+    out = np.ndarray(matrix.shape, dtype=np.float32, buffer=raw.data, offset=1)
+    out[...] = matrix
+    assert not out.flags.aligned
+    return out
+
+
+def packed_field(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` as a float32 field of packed records: rows 1 byte longer than the floats."""
+    n, k = matrix.shape
+    records = np.zeros(n, dtype=np.dtype([("flag", "i1"), ("x", "<f4", (k,))]))
+    records["x"] = matrix
+    out = records["x"]
+    assert out.strides[0] % 4 and not out.flags.aligned
+    return out
+
+
 @pytest.mark.integration
 def test_scores_are_the_bits_of_xgboosts_own_inplace_predict(
     early_stopped_booster: xgb.Booster, data: tuple[np.ndarray, np.ndarray]
@@ -266,6 +285,8 @@ def test_scores_are_the_bits_of_xgboosts_own_inplace_predict(
         "fortran order": np.asfortranarray(with_nan),
         "strided rows": with_nan[::2],
         "fortran slice": np.asfortranarray(with_nan)[5:77],
+        "unaligned start": unaligned(with_nan),
+        "packed record field": packed_field(with_nan),
     }
     for name, matrix in matrices.items():
         expected = early_stopped_booster.inplace_predict(matrix, iteration_range=(0, kept))

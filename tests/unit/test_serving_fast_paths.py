@@ -113,6 +113,42 @@ def test_the_event_table_holds_what_the_frame_holds(mixed_features: bool) -> Non
     assert str(expected["scored_at"].iloc[0]) == "2026-01-02 03:04:05.678901"
 
 
+def wait_until(condition, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the event writer did not collect in time"
+        time.sleep(0.01)
+
+
+def test_a_failed_file_is_counted_and_the_writer_goes_on(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    names = ("amount", "customer_nb_tx_1d")
+    real_bytes = events.parquet_bytes
+    failures = iter([True])
+
+    def first_write_fails(table, **options):  # type: ignore[no-untyped-def]
+        if next(failures, False):
+            raise ValueError("simulated encoder failure")
+        return real_bytes(table, **options)
+
+    monkeypatch.setattr(events, "parquet_bytes", first_write_fails)
+    dropped_before = REGISTRY.get_sample_value("fraud_prediction_events_dropped_total") or 0.0
+    sink = events.PredictionSink(tmp_path, roll_seconds=3600, roll_rows=4)
+    try:
+        for seed, n in ((1, 4), (2, 5)):  # each batch reaches the roll on its own: two files
+            item = event_item(seed, n, names)
+            sink.submit(item.request_ids, item.batch, item.scores, item.model_version, names)
+            wait_until(lambda: not sink._buffer and not sink._tables)
+        assert sink._thread.is_alive()
+    finally:
+        sink.close()
+    dropped = (REGISTRY.get_sample_value("fraud_prediction_events_dropped_total") or 0.0) - dropped_before
+    assert dropped == 4
+    files = sorted(tmp_path.glob("events-*.parquet"))
+    assert len(files) == 1 and len(pd.read_parquet(files[0])) == 5
+
+
 def test_a_file_built_from_several_polls_holds_every_event_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The writer turns each poll's events into a table at once and writes a file from those tables;
     the file holds the events' frames in the order scored, across a reload that changed features."""
@@ -124,6 +160,7 @@ def test_a_file_built_from_several_polls_holds_every_event_in_order(tmp_path) ->
     ]
     sink = events.PredictionSink(tmp_path, roll_seconds=3600, roll_rows=10**9)
     try:
+        submitted = 0
         for poll in polls:
             for item in poll:
                 assert sink.submit(
@@ -134,8 +171,9 @@ def test_a_file_built_from_several_polls_holds_every_event_in_order(tmp_path) ->
                     item.feature_names,
                     shadow=item.shadow,
                 )
-            time.sleep(0.5)  # the writer collects every 0.2 s
-        # each poll's events already became a table (at least one per poll), none wait as items
+                submitted += len(item.batch)
+            wait_until(lambda n=submitted: sink._pending_rows == n)  # the writer's next poll took them
+        # each poll's events became a table (at least one per poll); none wait as items
         assert not sink._buffer and len(polls) <= len(sink._tables) <= sum(map(len, polls))
     finally:
         sink.close()

@@ -135,14 +135,14 @@ class PredictionSink:
             return
         tables, self._tables, n_rows = self._tables, [], self._pending_rows
         self._pending_rows = 0
-        # a reload that changed the model's features changes the columns: missing ones are null
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         self._sequence += 1
         path = self.out_dir / f"events-{stamp}-{self._sequence:06d}.parquet"
         try:
+            # a reload that changed the model's features changes the columns: missing ones are null
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
             atomic_write_bytes(path, parquet_bytes(table, dictionary=_STRING_COLUMNS))
-        except OSError:
+        except Exception:  # a failed file must not stop the log (or the writer thread): counted
             logger.exception("prediction events could not be written to %s", path)
             metrics.EVENTS_DROPPED.inc(n_rows)
             return

@@ -331,6 +331,8 @@ def _predict_args(n_rounds: int) -> bytes:
 
 def _predict_dense(booster: xgboost.Booster, x: np.ndarray, args: bytes) -> np.ndarray:
     """``booster.inplace_predict(x)`` for a 2-D float32 array with rows, as float64, the same bits."""
+    if not x.flags.aligned:  # as the wrapper does: XGBoost refuses or misreads unaligned data
+        x = np.require(x, requirements="A")
     interface = x.__array_interface__
     strides = (
         "null" if interface["strides"] is None else f"[{interface['strides'][0]}, {interface['strides'][1]}]"
