@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import time
 
 import numpy as np
 import orjson
@@ -20,6 +19,7 @@ from fraud_detection.inference import events
 from fraud_detection.inference.requests import TransactionBatch
 from fraud_detection.inference.scorer import Scores
 from fraud_detection.inference.server import v1_prediction_rows, v1_predictions
+from tests.serving_support import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -113,13 +113,6 @@ def test_the_event_table_holds_what_the_frame_holds(mixed_features: bool) -> Non
     assert str(expected["scored_at"].iloc[0]) == "2026-01-02 03:04:05.678901"
 
 
-def wait_until(condition, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the event writer did not collect in time"
-        time.sleep(0.01)
-
-
 def test_a_failed_file_is_counted_and_the_writer_goes_on(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from prometheus_client import REGISTRY
 
@@ -139,7 +132,7 @@ def test_a_failed_file_is_counted_and_the_writer_goes_on(tmp_path, monkeypatch) 
         for seed, n in ((1, 4), (2, 5)):  # each batch reaches the roll on its own: two files
             item = event_item(seed, n, names)
             sink.submit(item.request_ids, item.batch, item.scores, item.model_version, names)
-            wait_until(lambda: not sink._buffer and not sink._tables)
+            assert wait_until(lambda: not sink._buffer and not sink._tables, 30.0)
         assert sink._thread.is_alive()
     finally:
         sink.close()
@@ -172,7 +165,8 @@ def test_a_file_built_from_several_polls_holds_every_event_in_order(tmp_path) ->
                     shadow=item.shadow,
                 )
                 submitted += len(item.batch)
-            wait_until(lambda n=submitted: sink._pending_rows == n)  # the writer's next poll took them
+            # the writer's next poll took them
+            assert wait_until(lambda n=submitted: sink._pending_rows == n, 30.0)
         # each poll's events became a table (at least one per poll); none wait as items
         assert not sink._buffer and len(polls) <= len(sink._tables) <= sum(map(len, polls))
     finally:
