@@ -20,6 +20,7 @@ import dataclasses
 import http.client
 import json
 import random
+import re
 import shutil
 import signal
 import socket
@@ -211,6 +212,11 @@ def test_ci_smoke_fixed_rate_load(serving_world: ServingWorld, record_property: 
         timer.join()
         rss["end"] = rss_bytes(pid)
         assert probe(server, LIVE) == 200
+        _, _, exposition = server.request("GET", "/metrics")
+
+    # at 50 requests/s most requests are alone in the server, and uvicorn's count says so
+    on_loop = re.search(rb'^fraud_model_calls_total\{thread="event_loop"\} (\S+)$', exposition, re.M)
+    assert on_loop is not None and float(on_loop.group(1)) > n / 2, on_loop
 
     assert len(outcomes) == n
     errors = [o for o in outcomes if isinstance(o.status, str)]

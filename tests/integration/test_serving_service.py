@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +77,76 @@ def test_micro_batching_off_scores_each_request_alone(serving_world, monkeypatch
 
     asyncio.run(many())
     assert calls == [1, 1, 1, 1]
+
+
+def scoring_threads(service, monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+    """The name of the thread each model call runs on, recorded from now on."""
+    threads: list[str] = []
+    original = type(service.scorer).score
+
+    def recording(self, batch, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(type(service.scorer), "score", recording)
+    return threads
+
+
+def model_calls(where: str) -> float:
+    return REGISTRY.get_sample_value("fraud_model_calls_total", {"thread": where}) or 0.0
+
+
+def test_a_request_alone_in_the_server_is_scored_on_the_event_loop(serving_world, monkeypatch) -> None:
+    service = inprocess_service(serving_world)
+    service.requests_in_flight = lambda: 1
+    batch = batch_of(service, serving_world.rows(3))
+    expected = service.scorer.score(batch).probability
+    threads = scoring_threads(service, monkeypatch)
+    before = model_calls("event_loop")
+
+    async def alone() -> tuple[str, np.ndarray]:
+        _, scores = await service.score(batch, ScoreParameters(), "alone")
+        return threading.current_thread().name, scores.probability
+
+    loop_thread, probability = asyncio.run(alone())
+
+    assert threads == [loop_thread]
+    assert probability.tobytes() == expected.tobytes()
+    assert model_calls("event_loop") == before + 1
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "inline_max_rows", "rows", "mirror"),
+    [(2, 100, 1, "true"), (1, 0, 1, "true"), (1, 2, 3, "true"), (1, 100, 1, "false")],
+    ids=["others-in-flight", "turned-off", "over-the-row-limit", "features-read-from-the-store"],
+)
+def test_other_requests_off_switch_size_or_store_io_send_the_request_to_the_scoring_thread(
+    serving_world, monkeypatch, in_flight: int, inline_max_rows: int, rows: int, mirror: str
+) -> None:
+    monkeypatch.setenv("FRAUD_ONLINE_MIRROR", mirror)  # off: every read goes to SQLite, under a deadline
+    service = inprocess_service(serving_world, inline_max_rows=inline_max_rows)
+    service.requests_in_flight = lambda: in_flight
+    threads = scoring_threads(service, monkeypatch)
+    asyncio.run(service.score(batch_of(service, serving_world.rows(rows)), ScoreParameters(), "r"))
+    assert len(threads) == 1 and threads[0].startswith("scoring"), threads
+
+
+def test_concurrent_requests_still_merge_when_the_server_counts_them(serving_world, monkeypatch) -> None:
+    service = inprocess_service(serving_world)
+    service.requests_in_flight = lambda: 16  # uvicorn's count: 16 request tasks exist
+    calls = count_model_calls(service, monkeypatch)
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(
+                service.score(batch_of(service, [row]), ScoreParameters(), f"r{i}")
+                for i, row in enumerate(serving_world.rows(16))
+            )
+        )
+
+    asyncio.run(many())
+    assert sum(calls) == 16
+    assert len(calls) < 16, f"16 concurrent requests made {len(calls)} model calls"
 
 
 def test_scores_update_the_prometheus_metrics(service, serving_world) -> None:

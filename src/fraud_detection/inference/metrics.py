@@ -44,6 +44,11 @@ BATCH_ROWS = Histogram(
     "Rows per model call after micro-batching concurrent requests.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000, 4000),
 )
+MODEL_CALLS = Counter(
+    "fraud_model_calls",
+    "Model calls by where they ran: on the event loop (a request alone in the server) or on the scoring thread.",
+    ["thread"],
+)
 MODEL_INFO = Gauge(
     "fraud_model_info", "The model being served (value 1).", ["model_name", "model_version", "digest"]
 )

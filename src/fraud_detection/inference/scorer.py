@@ -124,6 +124,11 @@ class FraudScorer:
                 f"{store.definitions.service.name!r} does not serve"
             )
 
+    def scores_in_memory(self) -> bool:
+        """Whether :meth:`score` would now run on the CPU alone, with no I/O to wait on: no store
+        (default features), or the store's in-memory mirror is current."""
+        return self.store is None or self.store.mirrored_views() is not None
+
     def score_features(self, features: np.ndarray | pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(probability float64, decision int8) for a feature matrix in the bundle's order (or a frame)."""
         probability = self.bundle.predict_proba(features)

@@ -94,6 +94,10 @@ class ServingSettings(BaseSettings):
     """Micro-batching window: 0 merges what is already queued (no added wait), > 0 waits that long
     for more, -1 turns micro-batching off (each request is its own model call)."""
     max_batch_rows: int = Field(default=4000, ge=1)
+    inline_max_rows: int = Field(default=100, ge=0)
+    """A request of at most this many rows that is the only one the server holds, and whose features
+    come from memory, is scored on the event loop, without the hand-off to the scoring thread
+    (~0.2 ms); 0 always hands off."""
     reload_interval_s: float = Field(default=10.0, ge=0)
     """Poll the registry alias this often and hot-reload when it moves; 0 = only on request."""
     unready_on_failed_reload: bool = False
@@ -240,6 +244,9 @@ class ScoringService:
     )
     _reload_lock: asyncio.Lock | None = None
     shadow_model: ShadowModel | None = None
+    requests_in_flight: Callable[[], int] | None = None
+    """The HTTP server's count of requests received and not yet answered (set by :func:`run_server`
+    from uvicorn's request tasks); None: unknown, and no request is scored on the event loop."""
 
     @property
     def ready(self) -> bool:
@@ -339,18 +346,23 @@ class ScoringService:
             result = (scorer, scores)
             self._shadow(batch, scorer, scores, [request_id] * len(batch))
         elif idle and self.settings.batch_wait_ms == 0:
-            # Nothing queued or being scored: this request goes at once, without a turn of the loop;
-            # requests arriving meanwhile queue up and are merged into the next model call.
-            self._flushing = True
             scorer = self.scorer
-            try:
-                scores = await loop.run_in_executor(
-                    self._executor, self._score_sync, scorer, batch, parameters
-                )
-            finally:
-                self._flushing = False
-                if self._pending:
-                    self._schedule(loop)
+            if self._score_on_loop(scorer, batch):
+                # The server holds no other request: nothing could be merged with this one, and the
+                # hand-off to the scoring thread and back would cost about as much as the model call.
+                scores = self._score_sync(scorer, batch, parameters, on_event_loop=True)
+            else:
+                # Nothing queued or being scored: this request goes at once, without a turn of the
+                # loop; requests arriving meanwhile queue up and are merged into the next model call.
+                self._flushing = True
+                try:
+                    scores = await loop.run_in_executor(
+                        self._executor, self._score_sync, scorer, batch, parameters
+                    )
+                finally:
+                    self._flushing = False
+                    if self._pending:
+                        self._schedule(loop)
             result = (scorer, scores)
             self._shadow(batch, scorer, scores, [request_id] * len(batch))
         else:
@@ -361,9 +373,25 @@ class ScoringService:
         self._record(request_id, batch, *result)
         return result
 
+    def _score_on_loop(self, scorer: FraudScorer, batch: TransactionBatch) -> bool:
+        """Whether to score ``batch`` on the event loop: its request is the only one received and
+        not yet answered (uvicorn creates a request's task from its headers on, so requests read in
+        the same turn of the loop count each other), it is small, and scoring it waits on no I/O.
+        The loop is then busy for at most a small batch's CPU time, never a store's deadline."""
+        in_flight = self.requests_in_flight
+        return (
+            in_flight is not None
+            and len(batch) <= self.settings.inline_max_rows
+            and in_flight() <= 1
+            and scorer.scores_in_memory()
+        )
+
     @staticmethod
-    def _score_sync(scorer: FraudScorer, batch: TransactionBatch, parameters: ScoreParameters) -> Scores:
+    def _score_sync(
+        scorer: FraudScorer, batch: TransactionBatch, parameters: ScoreParameters, on_event_loop: bool = False
+    ) -> Scores:
         scores = scorer.score(batch, explain=parameters.explain, top_reasons=parameters.top_reasons)
+        metrics.MODEL_CALLS.labels("event_loop" if on_event_loop else "scoring_thread").inc()
         # once per store read, not per request: a merged batch is one read
         metrics.FEATURE_FETCH_LATENCY.observe(scores.feature_fetch_s)
         if scores.feature_fetch_failed:
@@ -1002,6 +1030,10 @@ def run_server(service: ScoringService) -> int:
         http=_header_deadline_protocol(settings.header_timeout_s),
     )
     server = Server(config)
+    # uvicorn keeps a task per request from its headers on: the count the service asks before it
+    # scores a request on the event loop
+    tasks = server.server_state.tasks
+    service.requests_in_flight = tasks.__len__
     server.run()
     return 1 if service.load_failed else 0
 
