@@ -150,6 +150,11 @@ def row_at(when: Callable[[], str]) -> Body:
     return lambda rows: _dumps(v1_body([{**rows[0], "event_timestamp": when()}]))
 
 
+HIDDEN_NESTING = (
+    '{"inputs":[' + ",".join('"' + "]" * 250 + '"' for _ in range(5)) + "," + "[" * 1000 + "]" * 1000 + "]}"
+).encode()
+
+
 def nested(depth: int) -> Body:
     return lambda rows: _dumps(v1_body([{**rows[0], "customer_age_band": Raw("[" * depth + "]" * depth)}]))
 
@@ -300,6 +305,8 @@ CASES: list[Case] = [
     Case("nesting-50", POST, V1, nested(50), 400),
     Case("nesting-100000", POST, V1, nested(100_000), 400),
     Case("nesting-9-objects-in-parameters", POST, V1, v1(parameters=Raw('{"a":' * 9 + "1" + "}" * 9)), 400),
+    # closing brackets inside strings must not offset the nesting count (a 500 from a RecursionError once)
+    Case("nesting-1000-behind-brackets-in-strings-v2", POST, V2, lambda rows: HIDDEN_NESTING, 400),
     # --- unicode and over-long ids and strings
     Case("protected-unicode", POST, V1, row(customer_age_band="18\u201325 \u00fc \U0001f984"), 422),
     Case("protected-10k-chars", POST, V1, row(customer_age_band="é" * 10_000), 422),

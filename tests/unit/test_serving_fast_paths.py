@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fraud_detection.data.raw_store import parquet_bytes as frame_parquet_bytes
 from fraud_detection.features.sqlite_online import _row_keys, _ViewMirror
 from fraud_detection.inference import events
-from fraud_detection.inference.requests import TransactionBatch
+from fraud_detection.inference.requests import TransactionBatch, _depth, _nesting
 from fraud_detection.inference.scorer import Scores
 from fraud_detection.inference.server import v1_prediction_rows, v1_predictions
 from tests.serving_support import wait_until
@@ -214,3 +214,36 @@ def test_mirror_lookups_by_raw_bytes_where_ranks_overflow() -> None:
     np.testing.assert_array_equal(values[:, 0], [1.0, 2.0, np.nan])
     empty = _ViewMirror.build(np.empty((0, 2), np.int64), np.empty((0, 1)), np.empty(0))
     assert np.isnan(empty.lookup([np.array([1]), np.array([2])])[0]).all()
+
+
+# --- the nesting check ------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(alphabet='[]{}ab\\"', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}k"', max_size=3), inner, max_size=4)
+    ),
+    max_leaves=120,
+)
+
+
+def depth_of(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_the_nesting_is_the_parsed_values_depth_whatever_its_strings_hold(value: object) -> None:
+    body = orjson.dumps(value)
+    assert _nesting(body) == _depth(body) == depth_of(value)
+
+
+def test_closing_brackets_in_strings_do_not_hide_deep_nesting() -> None:
+    strings = ",".join('"' + "]" * 250 + '"' for _ in range(5))
+    body = f'{{"inputs":[{strings},{"[" * 500}{"]" * 500}]}}'.encode()
+    assert _nesting(body) == 502

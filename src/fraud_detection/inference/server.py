@@ -391,7 +391,7 @@ class ScoringService:
         scorer: FraudScorer, batch: TransactionBatch, parameters: ScoreParameters, on_event_loop: bool = False
     ) -> Scores:
         scores = scorer.score(batch, explain=parameters.explain, top_reasons=parameters.top_reasons)
-        metrics.MODEL_CALLS.labels("event_loop" if on_event_loop else "scoring_thread").inc()
+        metrics.child(metrics.MODEL_CALLS, "event_loop" if on_event_loop else "scoring_thread").inc()
         # once per store read, not per request: a merged batch is one read
         metrics.FEATURE_FETCH_LATENCY.observe(scores.feature_fetch_s)
         if scores.feature_fetch_failed:
@@ -464,8 +464,8 @@ class ScoringService:
     def _record(self, request_id: str, batch: TransactionBatch, scorer: FraudScorer, scores: Scores) -> None:
         version = scorer.version
         alerts = int(scores.decision.sum())
-        metrics.PREDICTIONS.labels(version, "alert").inc(alerts)
-        metrics.PREDICTIONS.labels(version, "pass").inc(len(scores) - alerts)
+        metrics.child(metrics.PREDICTIONS, version, "alert").inc(alerts)
+        metrics.child(metrics.PREDICTIONS, version, "pass").inc(len(scores) - alerts)
         metrics.observe_many(metrics.SCORES, scores.probability)
         degraded = int(scores.degraded.sum())
         if degraded:
@@ -613,8 +613,8 @@ class ScoringRoutes:
             return self._reject(protocol, err, request_id)
         payload = answer(scorer, scores, request_id, client_id, parameters)
         elapsed = time.perf_counter() - started
-        metrics.REQUEST_LATENCY.labels(protocol).observe(elapsed)
-        metrics.REQUESTS.labels(protocol, "ok").inc()
+        metrics.child(metrics.REQUEST_LATENCY, protocol).observe(elapsed)
+        metrics.child(metrics.REQUESTS, protocol, "ok").inc()
         log.debug("scored", request_id=request_id, rows=len(scores), latency_ms=round(elapsed * 1000, 3))
         return _json_response(200, payload, request_id)
 
