@@ -82,13 +82,13 @@ def test_micro_batching_off_scores_each_request_alone(serving_world, monkeypatch
 def scoring_threads(service, monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
     """The name of the thread each model call runs on, recorded from now on."""
     threads: list[str] = []
-    original = type(service.scorer).score
+    original = type(service.scorer).score_features
 
-    def recording(self, batch, **kwargs):  # type: ignore[no-untyped-def]
+    def recording(self, features):  # type: ignore[no-untyped-def]
         threads.append(threading.current_thread().name)
-        return original(self, batch, **kwargs)
+        return original(self, features)
 
-    monkeypatch.setattr(type(service.scorer), "score", recording)
+    monkeypatch.setattr(type(service.scorer), "score_features", recording)
     return threads
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fraud_detection.data.raw_store import parquet_bytes as frame_parquet_bytes
 from fraud_detection.features.sqlite_online import _row_keys, _ViewMirror
 from fraud_detection.inference import events
-from fraud_detection.inference.requests import TransactionBatch, _depth, _nesting
+from fraud_detection.inference.requests import TransactionBatch, _colons, _depth, _nesting, _tensor_colons
 from fraud_detection.inference.scorer import Scores
 from fraud_detection.inference.server import v1_prediction_rows, v1_predictions
 from tests.serving_support import wait_until
@@ -247,3 +247,18 @@ def test_closing_brackets_in_strings_do_not_hide_deep_nesting() -> None:
     strings = ",".join('"' + "]" * 250 + '"' for _ in range(5))
     body = f'{{"inputs":[{strings},{"[" * 500}{"]" * 500}]}}'.encode()
     assert _nesting(body) == 502
+
+
+def test_the_colons_of_v2_tensors_counted_in_one_pass_equal_those_counted_one_by_one() -> None:
+    tensors = [
+        {
+            "name": "event_timestamp",
+            "shape": [2],
+            "datatype": "BYTES",
+            "data": ["2018-09-25T14:35:21Z", "a:b"],
+        },
+        {"name": "amount", "shape": [2, 1], "datatype": "FP64", "data": [[1.5], [2.0]]},
+        {"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [3], "parameters": {"k:": "v::"}},
+    ]
+    # members 4 + 4 + 5, string data 2 + 1, parameters 1 member + 1 + 2 in its strings
+    assert _tensor_colons(tensors) == sum(map(_colons, tensors)) == 13 + 3 + 4

@@ -222,7 +222,10 @@ class _ViewMirror:
         return key, known
 
     def lookup(self, columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        wanted, known = self.key_of(np.column_stack(columns))
+        if len(columns) == 1:  # the key is the id itself (key_of), no stacking needed
+            wanted, known = np.asarray(columns[0], dtype=np.int64).reshape(-1), None
+        else:
+            wanted, known = self.key_of(np.column_stack(columns))
         n = len(self.keys)
         if n == 0:
             return np.full((len(wanted), self.values.shape[1]), np.nan), np.full(len(wanted), np.nan)

@@ -68,7 +68,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -641,7 +641,10 @@ class DefaultFeatures:
     def __init__(self, config: FeatureConfig) -> None:
         spec = _default_spec(config)
         self.template = np.array([v if isinstance(v, float) else 0.0 for v in spec])
-        self._columns = {kind: [j for j, v in enumerate(spec) if v == kind] for kind in _REQUEST_KINDS}
+        self._columns = {
+            kind: np.array([j for j, v in enumerate(spec) if v == kind], dtype=np.intp)
+            for kind in _REQUEST_KINDS
+        }
 
     def matrix(self, amount: np.ndarray, event_us: np.ndarray) -> np.ndarray:
         amount = np.asarray(amount, dtype=np.float64)
@@ -655,7 +658,7 @@ class DefaultFeatures:
             "ratio": engineering.amount_ratio(amount, np.zeros_like(amount)),
         }
         for kind, columns in self._columns.items():
-            if columns:
+            if len(columns):
                 matrix[:, columns] = request[kind][:, None]
         return matrix
 
@@ -872,6 +875,7 @@ def _call_with_deadline(
         return None, f"online store unreachable: {type(err).__name__}: {err}"
 
 
+@overload
 def online_feature_batch(
     handle: FeatureStoreHandle,
     customer_id: np.ndarray,
@@ -880,7 +884,33 @@ def online_feature_batch(
     event_us: np.ndarray,
     *,
     timeout_s: float,
-) -> OnlineBatch:
+    memory_only: Literal[False] = False,
+) -> OnlineBatch: ...
+
+
+@overload
+def online_feature_batch(
+    handle: FeatureStoreHandle,
+    customer_id: np.ndarray,
+    terminal_id: np.ndarray,
+    amount: np.ndarray,
+    event_us: np.ndarray,
+    *,
+    timeout_s: float,
+    memory_only: bool,
+) -> OnlineBatch | None: ...
+
+
+def online_feature_batch(
+    handle: FeatureStoreHandle,
+    customer_id: np.ndarray,
+    terminal_id: np.ndarray,
+    amount: np.ndarray,
+    event_us: np.ndarray,
+    *,
+    timeout_s: float,
+    memory_only: bool = False,
+) -> OnlineBatch | None:
     """The model's features for a batch of transactions, from one read per view (one deadline for all).
 
     The service's batch views are read through Feast's provider (``online_read``, the store's own
@@ -892,6 +922,9 @@ def online_feature_batch(
     Never raises for an unknown or stale entity, a timeout or an unreachable store: those features
     take :func:`default_columns` and the rows are ``degraded`` with the reasons. An unknown
     customer-terminal pair is not a degradation: it is the definition of a first use.
+
+    ``memory_only``: None instead of a store read, where the in-memory mirror is not current (a
+    caller that must not wait on I/O, such as the server's event loop).
     """
     if timeout_s <= 0:
         raise FeatureStoreError(f"timeout_s must be > 0, got {timeout_s}")
@@ -912,6 +945,8 @@ def online_feature_batch(
             read[view.name] = mirror[view.name].lookup([entity_columns[k] for k in view.join_keys])
             inverse[view.name] = None  # one looked-up row per transaction
         failure = None
+    elif memory_only:
+        return None
     else:  # one store read per view, for the batch's unique keys
         keys = {}
         for view in plan.views:

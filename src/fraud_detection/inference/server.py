@@ -347,10 +347,11 @@ class ScoringService:
             self._shadow(batch, scorer, scores, [request_id] * len(batch))
         elif idle and self.settings.batch_wait_ms == 0:
             scorer = self.scorer
-            if self._score_on_loop(scorer, batch):
-                # The server holds no other request: nothing could be merged with this one, and the
-                # hand-off to the scoring thread and back would cost about as much as the model call.
-                scores = self._score_sync(scorer, batch, parameters, on_event_loop=True)
+            # The server holds no other request: nothing could be merged with this one, and the
+            # hand-off to the scoring thread and back would cost about as much as the model call.
+            scores = scorer.score_from_memory(batch) if self._may_score_on_loop(batch) else None
+            if scores is not None:
+                self._observe_call(batch, scores, on_event_loop=True)
             else:
                 # Nothing queued or being scored: this request goes at once, without a turn of the
                 # loop; requests arriving meanwhile queue up and are merged into the next model call.
@@ -373,31 +374,28 @@ class ScoringService:
         self._record(request_id, batch, *result)
         return result
 
-    def _score_on_loop(self, scorer: FraudScorer, batch: TransactionBatch) -> bool:
-        """Whether to score ``batch`` on the event loop: its request is the only one received and
-        not yet answered (uvicorn creates a request's task from its headers on, so requests read in
-        the same turn of the loop count each other), it is small, and scoring it waits on no I/O.
-        The loop is then busy for at most a small batch's CPU time, never a store's deadline."""
+    def _may_score_on_loop(self, batch: TransactionBatch) -> bool:
+        """Whether ``batch`` may be scored on the event loop (if its features are in memory): its
+        request is the only one received and not yet answered (uvicorn creates a request's task from
+        its headers on, so requests read in the same turn of the loop count each other) and it is
+        small. The loop is then busy for a small batch's CPU time, never for a store's deadline."""
         in_flight = self.requests_in_flight
-        return (
-            in_flight is not None
-            and len(batch) <= self.settings.inline_max_rows
-            and in_flight() <= 1
-            and scorer.scores_in_memory()
-        )
+        return in_flight is not None and len(batch) <= self.settings.inline_max_rows and in_flight() <= 1
+
+    @classmethod
+    def _score_sync(cls, scorer: FraudScorer, batch: TransactionBatch, parameters: ScoreParameters) -> Scores:
+        scores = scorer.score(batch, explain=parameters.explain, top_reasons=parameters.top_reasons)
+        cls._observe_call(batch, scores, on_event_loop=False)
+        return scores
 
     @staticmethod
-    def _score_sync(
-        scorer: FraudScorer, batch: TransactionBatch, parameters: ScoreParameters, on_event_loop: bool = False
-    ) -> Scores:
-        scores = scorer.score(batch, explain=parameters.explain, top_reasons=parameters.top_reasons)
+    def _observe_call(batch: TransactionBatch, scores: Scores, *, on_event_loop: bool) -> None:
         metrics.child(metrics.MODEL_CALLS, "event_loop" if on_event_loop else "scoring_thread").inc()
         # once per store read, not per request: a merged batch is one read
         metrics.FEATURE_FETCH_LATENCY.observe(scores.feature_fetch_s)
         if scores.feature_fetch_failed:
             metrics.FEATURE_FETCH_FAILURES.inc()
         metrics.BATCH_ROWS.observe(len(batch))
-        return scores
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._flush_scheduled or self._flushing:
@@ -562,6 +560,9 @@ class ScoringRoutes:
     """The hot-path handlers (plain Starlette endpoints: no FastAPI dependency machinery)."""
 
     service: ScoringService
+    # bound once, as logging is configured now: the module's lazy proxy binds anew on every call,
+    # even one its level drops (the per-request debug line)
+    _log: Any = field(default_factory=lambda: log.bind(), init=False, repr=False)
 
     def _reject(self, protocol: str, err: InvalidRequest, request_id: str) -> Any:
         outcome = {413: "too_large", 415: "unsupported_media_type", 503: "unavailable", 404: "not_found"}
@@ -615,7 +616,9 @@ class ScoringRoutes:
         elapsed = time.perf_counter() - started
         metrics.child(metrics.REQUEST_LATENCY, protocol).observe(elapsed)
         metrics.child(metrics.REQUESTS, protocol, "ok").inc()
-        log.debug("scored", request_id=request_id, rows=len(scores), latency_ms=round(elapsed * 1000, 3))
+        self._log.debug(
+            "scored", request_id=request_id, rows=len(scores), latency_ms=round(elapsed * 1000, 3)
+        )
         return _json_response(200, payload, request_id)
 
     # --- V1 -----------------------------------------------------------------------------------
