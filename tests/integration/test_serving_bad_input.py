@@ -155,6 +155,18 @@ HIDDEN_NESTING = (
 ).encode()
 
 
+def escaped_colon(text: str) -> Raw:
+    """``text`` as a JSON string with its first colon written ``\\u003a`` (one colon fewer in the bytes)."""
+    return Raw(json.dumps(text).replace(":", "\\u003a", 1))
+
+
+def duplicate_behind_escaped_colon(rows: list[dict[str, Any]]) -> bytes:
+    """A repeated ``amount`` whose extra colon is offset by an escaped one in the timestamp."""
+    return row(amount=Raw('1.5, "amount": 999.0'), event_timestamp=escaped_colon(rows[0]["event_timestamp"]))(
+        rows
+    )
+
+
 def nested(depth: int) -> Body:
     return lambda rows: _dumps(v1_body([{**rows[0], "customer_age_band": Raw("[" * depth + "]" * depth)}]))
 
@@ -260,6 +272,15 @@ CASES: list[Case] = [
         POST,
         V2,
         v2(tensor("amount", datatype=Raw('"FP64", "datatype": "FP64"'))),
+        400,
+    ),
+    # an escaped colon must not offset the repeated key's colon in the cheap member count
+    Case("duplicate-key-behind-escaped-colon-v1", POST, V1, duplicate_behind_escaped_colon, 400),
+    Case(
+        "duplicate-id-behind-escaped-colon-v2",
+        POST,
+        V2,
+        v2(lambda b: b.update(id=Raw('"x", "id": ' + escaped_colon("a:b").text))),
         400,
     ),
     Case(

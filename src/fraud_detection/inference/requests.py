@@ -261,8 +261,10 @@ class RequestDecoder:
     def _check_members(self, body: bytes, counted: int) -> None:
         """Refuse repeated keys (orjson keeps the last one silently), cheaply: every ``:`` of a
         body is an object member or inside a string, and ``counted`` is the members plus the
-        string colons of the expected shape. Any difference takes the exact (slow) check."""
-        if body.count(b":") != counted:
+        string colons of the expected shape. Any difference takes the exact (slow) check, and
+        so does any escape: ``\\u003a`` is one colon in the value but none in the bytes, so
+        escapes could offset a repeated key in the count."""
+        if b"\\" in body or body.count(b":") != counted:
             self._check_duplicates(body)
 
     @staticmethod
