@@ -98,6 +98,10 @@ class ServingSettings(BaseSettings):
     """A request of at most this many rows that is the only one the server holds, and whose features
     come from memory, is scored on the event loop, without the hand-off to the scoring thread
     (~0.2 ms); 0 always hands off."""
+    compiled_trees: bool = True
+    """Score requests of up to 16 rows with the numba-compiled tree walk, verified at load to give
+    XGBoost's probabilities bit for bit (one row: microseconds instead of ~0.2 ms); false: XGBoost
+    scores every request."""
     reload_interval_s: float = Field(default=10.0, ge=0)
     """Poll the registry alias this often and hot-reload when it moves; 0 = only on request."""
     unready_on_failed_reload: bool = False
@@ -1114,6 +1118,11 @@ def make_service(
 
         def load() -> FraudScorer:
             model = resolve_model(uri, public_key=public_key, expected_digest=digest)
+            if settings.compiled_trees:
+                compiled = model.bundle.prepare_small_batches()
+                log.info(
+                    "small batches scorer", model_uri=uri, scorer="compiled trees" if compiled else "xgboost"
+                )
             scorer = FraudScorer(
                 model, store
             )  # the store carries its online deadline (FRAUD_ONLINE_TIMEOUT_S)

@@ -50,6 +50,7 @@ import pandas as pd
 import xgboost
 
 from fraud_detection.errors import ArtifactError, DataContractError, StorageError
+from fraud_detection.models.tree_arrays import TreeArrays, tree_arrays_for
 from fraud_detection.utils.io import _fsync_dir, _umask, atomic_write_bytes, sha256_bytes
 
 __all__ = [
@@ -190,6 +191,8 @@ class ModelBundle:
     _n_rounds: int = field(init=False, repr=False, default=0)
     # The C prediction call's JSON arguments, built once (see _predict_dense).
     _predict_args: bytes = field(init=False, repr=False, default=b"")
+    # The compiled tree walk for small batches, once prepare_small_batches verified it.
+    _small_batches: TreeArrays | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.model_type not in _MODEL_FILES:
@@ -245,16 +248,35 @@ class ModelBundle:
         :class:`ArtifactError` naming it). A numpy array must already be in that order.
         """
         if self.booster is not None:
-            # inplace_predict on float32 numpy is XGBoost's fastest path (no DMatrix); the range
-            # scores exactly the kept trees, whatever best_iteration the booster carries.
             x = self._matrix(features, np.float32)
-            if x.shape[0] and _PREDICT_FROM_DENSE is not None:
-                return _predict_dense(self.booster, x, self._predict_args)
-            proba = self.booster.inplace_predict(x, iteration_range=(0, self._n_rounds))
-            return np.asarray(proba, dtype=np.float64).reshape(-1)
+            if 0 < x.shape[0] <= SMALL_BATCH_ROWS and self._small_batches is not None:
+                return self._small_batches.predict_proba(x)
+            return self._xgboost_proba(x)
         assert self.linear is not None
         margin = self.linear.margin(self._matrix(features, np.float64))
         return np.exp(-np.logaddexp(0.0, -margin))  # sigmoid without overflow for large |margin|
+
+    def _xgboost_proba(self, x: np.ndarray) -> np.ndarray:
+        assert self.booster is not None
+        # inplace_predict on float32 numpy is XGBoost's fastest path (no DMatrix); the range
+        # scores exactly the kept trees, whatever best_iteration the booster carries.
+        if x.shape[0] and _PREDICT_FROM_DENSE is not None:
+            return _predict_dense(self.booster, x, self._predict_args)
+        proba = self.booster.inplace_predict(x, iteration_range=(0, self._n_rounds))
+        return np.asarray(proba, dtype=np.float64).reshape(-1)
+
+    def prepare_small_batches(self) -> bool:
+        """Score batches of up to :data:`SMALL_BATCH_ROWS` rows with the compiled tree walk of
+        :mod:`~fraud_detection.models.tree_arrays` from now on, once it has reproduced XGBoost's
+        probabilities bit for bit (about a second, the first time in a process: numba compiles
+        it). False when it could not: XGBoost keeps scoring every batch. The same scores either
+        way; serving calls this before it reports ready, for one row in microseconds."""
+        if self.booster is None:
+            return False
+        if self._small_batches is None:
+            arrays = tree_arrays_for(self.booster, self._n_rounds, self._xgboost_proba)
+            object.__setattr__(self, "_small_batches", arrays)
+        return self._small_batches is not None
 
     def contributions(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Per-feature contributions in margin (log-odds) space, shape (n, n_features + 1).
@@ -306,6 +328,11 @@ class ModelBundle:
             )
         return x
 
+
+# Up to this many rows, a prepared bundle scores with the compiled tree walk: one row in a few
+# microseconds against XGBoost's 0.1-0.3 ms; XGBoost, with its threads, is faster from a few
+# dozen rows on (bench/bench_serving_internals.py, BENCHMARKS.md).
+SMALL_BATCH_ROWS = 16
 
 # XGBoost's C entry point behind Booster.inplace_predict for dense arrays (public C API since 1.4).
 # Calling it directly skips the Python wrapper, which costs more than the prediction itself for a

@@ -1,0 +1,165 @@
+"""The compiled tree walk for small batches gives XGBoost's probabilities bit for bit, or is not used.
+
+Integration tier: it trains boosters and numba compiles the walk (about a second, once per process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fraud_detection.models.bundle import SMALL_BATCH_ROWS
+from fraud_detection.models.tree_arrays import tree_arrays_for
+from tests.integration.test_bundle import FEATURES, PARAMS, make_data, packed_field, unaligned, xgb_bundle
+
+pytestmark = pytest.mark.integration
+
+
+def with_missing(X: np.ndarray, seed: int = 1) -> np.ndarray:
+    """``X`` as float32 with a tenth of its values missing: trees learn default branches both ways."""
+    out = X.astype(np.float32)
+    out[np.random.default_rng(seed).random(out.shape) < 0.1] = np.nan
+    return out
+
+
+@pytest.fixture(scope="module")
+def deep_booster() -> xgb.Booster:
+    """Deeper trees, trained on missing values, early-stopped (the bundle scores only the kept rounds)."""
+    X, y = make_data(2000, seed=3)
+    X = with_missing(X)
+    booster = xgb.train(
+        {**PARAMS, "max_depth": 7, "eta": 0.1},
+        xgb.DMatrix(X[:1500], label=y[:1500]),
+        num_boost_round=300,
+        evals=[(xgb.DMatrix(X[1500:], label=y[1500:]), "val")],
+        early_stopping_rounds=10,
+        verbose_eval=False,
+    )
+    assert booster.best_iteration + 1 < booster.num_boosted_rounds()
+    return booster
+
+
+@pytest.fixture(scope="module")
+def prepared(deep_booster: xgb.Booster):  # type: ignore[no-untyped-def]
+    bundle = xgb_bundle(deep_booster)
+    assert bundle.prepare_small_batches()
+    return bundle
+
+
+def xgboost_bits(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
+    kept = booster.best_iteration + 1
+    return booster.inplace_predict(X, iteration_range=(0, kept)).astype(np.float64)
+
+
+def test_every_small_batch_size_and_layout_gives_xgboosts_bits(prepared, deep_booster) -> None:  # type: ignore[no-untyped-def]
+    X = with_missing(make_data(200, seed=9)[0], seed=5)
+    for n in range(1, SMALL_BATCH_ROWS + 1):
+        np.testing.assert_array_equal(prepared.predict_proba(X[:n]), xgboost_bits(deep_booster, X[:n]))
+    layouts = {
+        "fortran": np.asfortranarray(X[:9]),
+        "strided": X[:18:2],
+        "unaligned": unaligned(X[:5]),
+        "packed field": packed_field(X[:5]),
+        "float64": X[:3].astype(np.float64),
+    }
+    for name, matrix in layouts.items():
+        expected = xgboost_bits(deep_booster, np.asarray(matrix, dtype=np.float32))
+        np.testing.assert_array_equal(prepared.predict_proba(matrix), expected, err_msg=name)
+
+
+def test_a_row_scores_the_same_alone_and_inside_a_large_batch(prepared) -> None:  # type: ignore[no-untyped-def]
+    """Alone it takes the compiled walk, inside 200 rows XGBoost: the same bits (no skew by batch size)."""
+    X = with_missing(make_data(200, seed=11)[0])
+    together = prepared.predict_proba(X)
+    alone = np.concatenate([prepared.predict_proba(X[i : i + 1]) for i in range(len(X))])
+    assert alone.tobytes() == together.tobytes()
+
+
+# values the trees compare against: exact thresholds, a float32 step either side, NaN, infinities,
+# signed zeros, huge and tiny magnitudes
+FLOATS = st.one_of(
+    st.floats(width=32, allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e-30, -1e-30, 3.4e38, -3.4e38]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=hnp.arrays(
+        np.float32, st.tuples(st.integers(1, SMALL_BATCH_ROWS), st.just(len(FEATURES))), elements=FLOATS
+    ),
+    thresholds=st.data(),
+)
+def test_any_values_give_xgboosts_bits(prepared, deep_booster, rows, thresholds) -> None:  # type: ignore[no-untyped-def]
+    # half the cells replaced by a split threshold of the booster (or a step off it): the edges
+    splits = prepared._small_batches.threshold[
+        prepared._small_batches.children[0::2] != np.arange(len(prepared._small_batches.threshold))
+    ]
+    mask = thresholds.draw(hnp.arrays(bool, rows.shape))
+    picks = thresholds.draw(hnp.arrays(np.int64, rows.shape, elements=st.integers(0, len(splits) - 1)))
+    steps = thresholds.draw(hnp.arrays(np.int64, rows.shape, elements=st.integers(-1, 1)))
+    edge = np.nextafter(splits[picks], np.where(steps < 0, -np.inf, np.inf).astype(np.float32))
+    rows = np.where(mask, np.where(steps == 0, splits[picks], edge), rows).astype(np.float32)
+    np.testing.assert_array_equal(prepared.predict_proba(rows), xgboost_bits(deep_booster, rows))
+
+
+def test_threads_scoring_at_once_keep_their_own_answers(prepared) -> None:  # type: ignore[no-untyped-def]
+    X = with_missing(make_data(64, seed=13)[0])
+    expected = [prepared.predict_proba(X[i : i + 1]) for i in range(len(X))]
+    wrong: list[int] = []
+
+    def score(start: int) -> None:
+        for _ in range(50):
+            for i in range(start, len(X), 4):
+                if prepared.predict_proba(X[i : i + 1]).tobytes() != expected[i].tobytes():
+                    wrong.append(i)
+
+    threads = [threading.Thread(target=score, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
+def train(params: dict, X: np.ndarray, y: np.ndarray, **kwargs) -> xgb.Booster:  # type: ignore[type-arg,no-untyped-def]
+    return xgb.train({**PARAMS, **params}, xgb.DMatrix(X, label=y, **kwargs), num_boost_round=20)
+
+
+@pytest.mark.parametrize("kind", ["dart", "categorical"])
+def test_models_the_walk_does_not_reproduce_keep_xgboost(kind: str) -> None:
+    X, y = make_data(400, seed=2)
+    if kind == "dart":
+        booster = train({"booster": "dart", "rate_drop": 0.3}, X, y)
+    else:
+        X = X.copy()
+        X[:, 1] = np.floor(np.abs(X[:, 1]) * 3)  # a small-cardinality category
+        booster = train(
+            {"max_cat_to_onehot": 1}, X, y, feature_types=["q", "c", "q", "q"], enable_categorical=True
+        )
+    bundle = xgb_bundle(booster)
+    assert not bundle.prepare_small_batches()
+    one = X[:1].astype(np.float32)
+    np.testing.assert_array_equal(bundle.predict_proba(one), booster.inplace_predict(one).astype(np.float64))
+
+
+def test_arrays_that_differ_from_xgboost_by_one_bit_are_refused(deep_booster, caplog) -> None:  # type: ignore[no-untyped-def]
+    kept = deep_booster.best_iteration + 1
+
+    def off_by_one_ulp(rows: np.ndarray) -> np.ndarray:
+        proba = deep_booster.inplace_predict(rows, iteration_range=(0, kept))
+        proba[17] = np.nextafter(proba[17], np.float32(1.0))
+        return proba.astype(np.float64)
+
+    with caplog.at_level(logging.WARNING):
+        assert tree_arrays_for(deep_booster, kept, off_by_one_ulp) is None
+    assert "differ from XGBoost on 1 of 4096 verification rows" in caplog.text
+    exact = tree_arrays_for(deep_booster, kept, lambda rows: xgboost_bits(deep_booster, rows))
+    assert exact is not None and exact.depth == 7
