@@ -5,6 +5,7 @@ Integration tier: it trains boosters and numba compiles the walk (about a second
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
@@ -163,3 +164,15 @@ def test_arrays_that_differ_from_xgboost_by_one_bit_are_refused(deep_booster, ca
     assert "differ from XGBoost on 1 of 4096 verification rows" in caplog.text
     exact = tree_arrays_for(deep_booster, kept, lambda rows: xgboost_bits(deep_booster, rows))
     assert exact is not None and exact.depth == 7
+
+
+def test_a_margin_xgboost_would_clamp_is_left_to_xgboost(deep_booster) -> None:  # type: ignore[no-untyped-def]
+    """Beyond ±80 XGBoost clamps the exponent of its sigmoid; the walk gives None and the bundle
+    asks XGBoost (shown by arrays shifted so far that their own answers would be wrong)."""
+    bundle = xgb_bundle(deep_booster)
+    assert bundle.prepare_small_batches()
+    shifted = dataclasses.replace(bundle._small_batches, base_margin=np.float32(85.0))
+    one = with_missing(make_data(3, seed=17)[0])[:1]
+    assert shifted.predict_proba(one) is None
+    object.__setattr__(bundle, "_small_batches", shifted)
+    np.testing.assert_array_equal(bundle.predict_proba(one), xgboost_bits(deep_booster, one))

@@ -250,7 +250,9 @@ class ModelBundle:
         if self.booster is not None:
             x = self._matrix(features, np.float32)
             if 0 < x.shape[0] <= SMALL_BATCH_ROWS and self._small_batches is not None:
-                return self._small_batches.predict_proba(x)
+                proba = self._small_batches.predict_proba(x)
+                if proba is not None:  # None: a margin XGBoost clamps, which it scores itself
+                    return proba
             return self._xgboost_proba(x)
         assert self.linear is not None
         margin = self.linear.margin(self._matrix(features, np.float64))

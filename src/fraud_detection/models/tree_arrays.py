@@ -10,7 +10,8 @@ in a few microseconds; XGBoost stays faster from a few dozen rows on (it also us
 It must never change a score: the online path would drift from batch scoring (skew). So the walk
 repeats XGBoost's float32 arithmetic in XGBoost's order (``fvalue < split_condition`` goes left,
 NaN takes the node's default branch, leaf values added tree after tree to the base margin in
-float32, then ``1 / (1 + exp(-margin))`` in float32), and :func:`tree_arrays_for` accepts the
+float32, then ``1 / (1 + exp(-margin))`` in float32; a margin beyond ±80, where XGBoost clamps
+the exponent, is left to XGBoost), and :func:`tree_arrays_for` accepts the
 arrays only after they gave exactly XGBoost's bits on rows built to hit every split threshold, a
 float32 step either side of it, and NaN. A model it does not reproduce (categorical splits, vector
 leaves, another objective, dart) gets ``None``, and XGBoost keeps scoring it.
@@ -36,7 +37,7 @@ __all__ = ["TreeArrays", "tree_arrays_for"]
 
 log = logging.getLogger(__name__)
 
-_EXP_LIMIT = 80.0  # XGBoost's sigmoid clamps its exponent near 88.7: margins near it are not reproduced
+_MARGIN_LIMIT = 80.0  # XGBoost's sigmoid clamps its exponent near 88.7: margins beyond are left to it
 _VERIFY_ROWS = 4096
 
 
@@ -55,9 +56,10 @@ class TreeArrays:
     base_margin: np.float32
     n_features: int
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities of the rows of ``x`` (2-D float32, ``n_features`` columns), float64 of
-        the float32 values, as :func:`~fraud_detection.models.bundle._predict_dense` gives them."""
+    def predict_proba(self, x: np.ndarray) -> np.ndarray | None:
+        """Probabilities of the rows of ``x`` (2-D, ``n_features`` columns), float64 of the float32
+        values, as :func:`~fraud_detection.models.bundle._predict_dense` gives them; None when a
+        row's margin is beyond ±80 (XGBoost clamps the exponent there: let it score the batch)."""
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected a 2-D array of {self.n_features} columns, got shape {x.shape}")
         out = np.empty(x.shape[0], dtype=np.float32)
@@ -72,8 +74,11 @@ class TreeArrays:
             self.leaf_value,
             self.base_margin,
             self.depth,
+            _MARGIN_LIMIT,
             out,
         )
+        if np.isnan(out).any():  # the walk's mark for a margin beyond the limit
+            return None
         return out.astype(np.float64)
 
 
@@ -84,11 +89,13 @@ def _walk() -> Callable[..., None]:
 
     signature = (
         "void(float32[:, ::1], int64[::1], int64[::1], float32[::1], int64[::1], int64[::1],"
-        " float32[::1], float32, int64, float32[::1])"
+        " float32[::1], float32, int64, float32, float32[::1])"
     )
 
     @numba.njit(signature, nogil=True, cache=False)
-    def walk(x, roots, feature, threshold, children, default_right, leaf_value, base_margin, depth, out):  # type: ignore[no-untyped-def]
+    def walk(
+        x, roots, feature, threshold, children, default_right, leaf_value, base_margin, depth, limit, out
+    ):  # type: ignore[no-untyped-def]
         one = np.float32(1.0)
         for i in range(x.shape[0]):
             margin = base_margin  # float32 throughout, added tree after tree: XGBoost's rounding
@@ -106,7 +113,7 @@ def _walk() -> Callable[..., None]:
                     else:
                         node = children[2 * node + 1]
                 margin += leaf_value[node]
-            out[i] = one / (np.exp(-margin) + one)
+            out[i] = one / (np.exp(-margin) + one) if abs(margin) < limit else np.nan
 
     return walk
 
@@ -127,6 +134,9 @@ def tree_arrays_for(
     rows = _verification_rows(arrays)
     expected = np.asarray(predict(rows), dtype=np.float64)
     got = arrays.predict_proba(rows)
+    if got is None:  # verification rows this extreme: the model's margins are beyond the walk's range
+        log.info("trees not compiled: margins beyond ±%s", _MARGIN_LIMIT)
+        return None
     if not np.array_equal(expected.view(np.int64), got.view(np.int64)):
         differing = int(np.count_nonzero(expected.view(np.int64) != got.view(np.int64)))
         log.warning(
@@ -157,7 +167,6 @@ def _build(model: dict[str, Any], n_rounds: int) -> TreeArrays | None:
     n_features = int(params["num_feature"])
     roots, feature, threshold, children, default_right, leaf_value = [], [], [], [], [], []
     depth = offset = 0
-    margin_bound = 0.0
     for tree in trees:
         left = np.asarray(tree["left_children"], dtype=np.int64)
         right = np.asarray(tree["right_children"], dtype=np.int64)
@@ -187,13 +196,9 @@ def _build(model: dict[str, Any], n_rounds: int) -> TreeArrays | None:
         default_right.append(np.where(np.asarray(tree["default_left"], dtype=bool), 0, 1))
         leaf_value.append(np.where(leaf, conditions, np.float32(0.0)))
         depth = max(depth, _tree_depth(left, right))
-        margin_bound += float(np.abs(conditions[leaf]).max())
         offset += size
     base_score = float(str(params["base_score"]).strip("[]"))
     if not 0.0 < base_score < 1.0:
-        return None
-    base_margin = _base_margin(base_score)
-    if abs(float(base_margin)) + margin_bound >= _EXP_LIMIT:
         return None
     return TreeArrays(
         roots=np.asarray(roots, dtype=np.int64),
@@ -203,7 +208,7 @@ def _build(model: dict[str, Any], n_rounds: int) -> TreeArrays | None:
         default_right=np.concatenate(default_right).astype(np.int64),
         leaf_value=np.concatenate(leaf_value),
         depth=depth,
-        base_margin=base_margin,
+        base_margin=_base_margin(base_score),
         n_features=n_features,
     )
 
