@@ -6,6 +6,7 @@ Integration tier: it trains boosters and numba compiles the walk (about a second
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fraud_detection.models import tree_arrays
 from fraud_detection.models.bundle import SMALL_BATCH_ROWS
 from fraud_detection.models.tree_arrays import tree_arrays_for
 from tests.integration.test_bundle import FEATURES, PARAMS, make_data, packed_field, unaligned, xgb_bundle
@@ -175,4 +177,50 @@ def test_a_margin_xgboost_would_clamp_is_left_to_xgboost(deep_booster) -> None: 
     one = with_missing(make_data(3, seed=17)[0])[:1]
     assert shifted.predict_proba(one) is None
     object.__setattr__(bundle, "_small_batches", shifted)
+    np.testing.assert_array_equal(bundle.predict_proba(one), xgboost_bits(deep_booster, one))
+
+
+@pytest.mark.parametrize("base_score", [0.3, 0.6001005, 0.5622656, 0.5228285, 0.0076583982, 0.0213])
+def test_the_base_margin_is_xgboosts_own(base_score: float) -> None:
+    """numpy's float32 ``log`` differs from the C library's ``logf`` in the last bit for these
+    base scores; the walk takes XGBoost's own margin, so such models are compiled too."""
+    X, y = make_data(400, seed=4)
+    booster = train({"base_score": base_score}, X, y)
+    bundle = xgb_bundle(booster)
+    assert bundle.prepare_small_batches()
+    rows = with_missing(X[:16])
+    np.testing.assert_array_equal(
+        bundle.predict_proba(rows), booster.inplace_predict(rows).astype(np.float64)
+    )
+
+
+def test_a_read_only_input_is_scored(prepared, deep_booster) -> None:  # type: ignore[no-untyped-def]
+    rows = with_missing(make_data(4, seed=19)[0])
+    rows.flags.writeable = False
+    np.testing.assert_array_equal(prepared.predict_proba(rows), xgboost_bits(deep_booster, rows))
+
+
+def test_malformed_trees_are_refused_before_the_walk_could_read_outside_them(deep_booster) -> None:  # type: ignore[no-untyped-def]
+    model = json.loads(deep_booster.save_raw("json"))
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["default_left"] = tree["default_left"][:1]
+    with pytest.raises(ValueError, match="one entry per node"):
+        tree_arrays._build(model, 1)
+    model = json.loads(deep_booster.save_raw("json"))
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    tree["split_indices"][0] = 10_000
+    with pytest.raises(ValueError, match="outside the booster's"):
+        tree_arrays._build(model, 1)
+
+
+def test_any_failure_to_prepare_leaves_xgboost_scoring(deep_booster, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    def broken(*args: object) -> None:
+        raise RuntimeError("numba failed to import")
+
+    monkeypatch.setattr("fraud_detection.models.bundle.tree_arrays_for", broken)
+    bundle = xgb_bundle(deep_booster)
+    with caplog.at_level(logging.WARNING):
+        assert not bundle.prepare_small_batches()
+    assert "RuntimeError: numba failed to import" in caplog.text
+    one = with_missing(make_data(2, seed=23)[0])[:1]
     np.testing.assert_array_equal(bundle.predict_proba(one), xgboost_bits(deep_booster, one))

@@ -276,7 +276,13 @@ class ModelBundle:
         if self.booster is None:
             return False
         if self._small_batches is None:
-            arrays = tree_arrays_for(self.booster, self._n_rounds, self._xgboost_proba)
+            try:
+                arrays = tree_arrays_for(self.booster, self._n_rounds, self._xgboost_proba)
+            except Exception as err:  # an optional speed-up: any failure leaves XGBoost scoring
+                logger.warning(
+                    "compiled trees unavailable, XGBoost scores every batch: %s: %s", type(err).__name__, err
+                )
+                return False
             object.__setattr__(self, "_small_batches", arrays)
         return self._small_batches is not None
 
