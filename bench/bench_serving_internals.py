@@ -6,10 +6,9 @@ Usage: ``.venv/bin/python bench/bench_serving_internals.py [--trees 300] [--roun
 1. **The model call.** Median µs per call for 1, 4, 16, 64 and 1,000 rows of a booster of
    ``--trees`` trees, depth 6, 28 features, one thread, three ways: ``Booster.inplace_predict``
    (XGBoost's Python wrapper, the baseline), XGBoost's C predict called directly (an unprepared
-   ``ModelBundle.predict_proba``), and the numba-compiled tree walk of
-   :mod:`fraud_detection.models.tree_arrays` (what a prepared bundle uses up to
-   ``SMALL_BATCH_ROWS`` rows; timed at every size to show where XGBoost overtakes it). The answers
-   are checked bit for bit.
+   ``ModelBundle.predict_proba``), and the numba-compiled bit-vector trees of
+   :mod:`fraud_detection.models.tree_arrays` (what a prepared bundle, i.e. the server, uses). The
+   answers are checked bit for bit.
 2. **The event writer's longest stall.** The writer thread shares the server's core and holds the
    GIL while it builds an Arrow table. A probe thread sleeps 1 ms in a loop and records how late
    it wakes while the writer turns 60,000 one-row events (a minute of c=1 traffic) into a file:
@@ -48,7 +47,7 @@ def _median_us(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
 def model_call(trees: int, rounds: int) -> dict[str, object]:
     import xgboost
 
-    from fraud_detection.models.bundle import SMALL_BATCH_ROWS, ModelBundle, TrainingWindow
+    from fraud_detection.models.bundle import ModelBundle, TrainingWindow
 
     rng = np.random.default_rng(0)
     names = tuple(f"f{i}" for i in range(28))
@@ -59,15 +58,15 @@ def model_call(trees: int, rounds: int) -> dict[str, object]:
     window = TrainingWindow(dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 1))
     bundle = ModelBundle("xgboost", names, 0.5, "fraud_v1", window, {}, booster=booster)
     prepared = ModelBundle("xgboost", names, 0.5, "fraud_v1", window, {}, booster=booster)
-    assert prepared.prepare_small_batches(), "the compiled walk did not reproduce XGBoost"
-    walk = prepared._small_batches
+    assert prepared.prepare_compiled_trees(), "the compiled trees did not reproduce XGBoost"
+    walk = prepared._compiled_trees
     assert walk is not None
-    result: dict[str, object] = {"small_batch_rows": SMALL_BATCH_ROWS}
+    result: dict[str, object] = {}
     for rows in (1, 4, 16, 64, 1000):
         matrix = np.ascontiguousarray(x[:rows])
         wrapper = booster.inplace_predict(matrix).astype(np.float64)
         assert np.array_equal(bundle.predict_proba(matrix), wrapper), "the answers differ"
-        assert np.array_equal(walk.predict_proba(matrix), wrapper), "the compiled walk's answers differ"
+        assert np.array_equal(walk.predict_proba(matrix), wrapper), "the compiled trees' answers differ"
         reps = 3000 if rows < 1000 else 300
         per_round = [
             (
@@ -83,9 +82,9 @@ def model_call(trees: int, rounds: int) -> dict[str, object]:
         result[f"{rows}_rows"] = {
             "inplace_predict_us": wrapper_us,
             "xgboost_c_predict_us": direct_us,
-            "compiled_walk_us": walk_us,
+            "compiled_trees_us": walk_us,
             "c_predict_over_wrapper": round(direct_us / wrapper_us, 3),
-            "compiled_walk_over_c_predict": round(walk_us / direct_us, 3),
+            "compiled_trees_over_c_predict": round(walk_us / direct_us, 3),
         }
     return result
 

@@ -149,24 +149,18 @@ def test_concurrent_requests_still_merge_when_the_server_counts_them(serving_wor
     assert len(calls) < 16, f"16 concurrent requests made {len(calls)} model calls"
 
 
-def test_small_requests_take_the_compiled_trees_with_the_bits_of_a_large_batch(
-    service, serving_world
-) -> None:
-    """One-row requests are scored by the compiled tree walk, a 60-row batch by XGBoost: the same bits."""
-    from fraud_detection.models.bundle import SMALL_BATCH_ROWS
-
-    bundle = service.scorer.bundle
-    assert bundle._small_batches is not None  # prepared at load (FRAUD_SERVE_COMPILED_TREES default)
+def test_compiled_trees_give_xgboosts_bits_alone_and_in_a_batch(service, serving_world) -> None:
+    """Prepared at load (FRAUD_SERVE_COMPILED_TREES, default on): one-row requests and a 60-row
+    batch give exactly the bits of a server whose trees XGBoost scores."""
+    assert service.scorer.bundle._compiled_trees is not None
+    plain = inprocess_service(serving_world, compiled_trees=False)
+    assert plain.scorer.bundle._compiled_trees is None
     rows = serving_world.rows(60)
-    assert len(rows) > SMALL_BATCH_ROWS
+    expected = plain.scorer.score(batch_of(plain, rows)).probability
     together = service.scorer.score(batch_of(service, rows)).probability
     alone = np.concatenate([service.scorer.score(batch_of(service, [row])).probability for row in rows])
-    assert alone.tobytes() == together.tobytes()
-
-
-def test_compiled_trees_off_leaves_every_batch_to_xgboost(serving_world) -> None:
-    service = inprocess_service(serving_world, compiled_trees=False)
-    assert service.scorer.bundle._small_batches is None
+    assert together.tobytes() == expected.tobytes()
+    assert alone.tobytes() == expected.tobytes()
 
 
 def test_scores_update_the_prometheus_metrics(service, serving_world) -> None:

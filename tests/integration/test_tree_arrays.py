@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fraud_detection.models import tree_arrays
-from fraud_detection.models.bundle import SMALL_BATCH_ROWS
 from fraud_detection.models.tree_arrays import tree_arrays_for
 from tests.integration.test_bundle import FEATURES, PARAMS, make_data, packed_field, unaligned, xgb_bundle
 
@@ -34,11 +33,12 @@ def with_missing(X: np.ndarray, seed: int = 1) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def deep_booster() -> xgb.Booster:
-    """Deeper trees, trained on missing values, early-stopped (the bundle scores only the kept rounds)."""
+    """Depth-6 trees (up to 64 leaves, the most one word holds), trained on missing values,
+    early-stopped (the bundle scores only the kept rounds)."""
     X, y = make_data(2000, seed=3)
     X = with_missing(X)
     booster = xgb.train(
-        {**PARAMS, "max_depth": 7, "eta": 0.1},
+        {**PARAMS, "max_depth": 6, "eta": 0.1},
         xgb.DMatrix(X[:1500], label=y[:1500]),
         num_boost_round=300,
         evals=[(xgb.DMatrix(X[1500:], label=y[1500:]), "val")],
@@ -52,7 +52,7 @@ def deep_booster() -> xgb.Booster:
 @pytest.fixture(scope="module")
 def prepared(deep_booster: xgb.Booster):  # type: ignore[no-untyped-def]
     bundle = xgb_bundle(deep_booster)
-    assert bundle.prepare_small_batches()
+    assert bundle.prepare_compiled_trees()
     return bundle
 
 
@@ -61,9 +61,9 @@ def xgboost_bits(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
     return booster.inplace_predict(X, iteration_range=(0, kept)).astype(np.float64)
 
 
-def test_every_small_batch_size_and_layout_gives_xgboosts_bits(prepared, deep_booster) -> None:  # type: ignore[no-untyped-def]
-    X = with_missing(make_data(200, seed=9)[0], seed=5)
-    for n in range(1, SMALL_BATCH_ROWS + 1):
+def test_every_batch_size_and_layout_gives_xgboosts_bits(prepared, deep_booster) -> None:  # type: ignore[no-untyped-def]
+    X = with_missing(make_data(1200, seed=9)[0], seed=5)
+    for n in [*range(1, 20), 64, 65, 1000, 1200]:
         np.testing.assert_array_equal(prepared.predict_proba(X[:n]), xgboost_bits(deep_booster, X[:n]))
     layouts = {
         "fortran": np.asfortranarray(X[:9]),
@@ -77,10 +77,11 @@ def test_every_small_batch_size_and_layout_gives_xgboosts_bits(prepared, deep_bo
         np.testing.assert_array_equal(prepared.predict_proba(matrix), expected, err_msg=name)
 
 
-def test_a_row_scores_the_same_alone_and_inside_a_large_batch(prepared) -> None:  # type: ignore[no-untyped-def]
-    """Alone it takes the compiled walk, inside 200 rows XGBoost: the same bits (no skew by batch size)."""
+def test_a_row_scores_the_same_alone_and_inside_a_large_batch(prepared, deep_booster) -> None:  # type: ignore[no-untyped-def]
+    """The same bits alone, inside 200 rows, and from XGBoost (no skew by batch size or path)."""
     X = with_missing(make_data(200, seed=11)[0])
     together = prepared.predict_proba(X)
+    assert together.tobytes() == xgboost_bits(deep_booster, X).tobytes()
     alone = np.concatenate([prepared.predict_proba(X[i : i + 1]) for i in range(len(X))])
     assert alone.tobytes() == together.tobytes()
 
@@ -95,16 +96,12 @@ FLOATS = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    rows=hnp.arrays(
-        np.float32, st.tuples(st.integers(1, SMALL_BATCH_ROWS), st.just(len(FEATURES))), elements=FLOATS
-    ),
+    rows=hnp.arrays(np.float32, st.tuples(st.integers(1, 16), st.just(len(FEATURES))), elements=FLOATS),
     thresholds=st.data(),
 )
 def test_any_values_give_xgboosts_bits(prepared, deep_booster, rows, thresholds) -> None:  # type: ignore[no-untyped-def]
     # half the cells replaced by a split threshold of the booster (or a step off it): the edges
-    splits = prepared._small_batches.threshold[
-        prepared._small_batches.children[0::2] != np.arange(len(prepared._small_batches.threshold))
-    ]
+    splits = prepared._compiled_trees.threshold
     mask = thresholds.draw(hnp.arrays(bool, rows.shape))
     picks = thresholds.draw(hnp.arrays(np.int64, rows.shape, elements=st.integers(0, len(splits) - 1)))
     steps = thresholds.draw(hnp.arrays(np.int64, rows.shape, elements=st.integers(-1, 1)))
@@ -136,11 +133,17 @@ def train(params: dict, X: np.ndarray, y: np.ndarray, **kwargs) -> xgb.Booster: 
     return xgb.train({**PARAMS, **params}, xgb.DMatrix(X, label=y, **kwargs), num_boost_round=20)
 
 
-@pytest.mark.parametrize("kind", ["dart", "categorical"])
+@pytest.mark.parametrize("kind", ["dart", "categorical", "more-than-64-leaves"])
 def test_models_the_walk_does_not_reproduce_keep_xgboost(kind: str) -> None:
-    X, y = make_data(400, seed=2)
+    X, y = make_data(2000, seed=2)
     if kind == "dart":
         booster = train({"booster": "dart", "rate_drop": 0.3}, X, y)
+    elif kind == "more-than-64-leaves":
+        booster = train(
+            {"max_depth": 0, "max_leaves": 100, "grow_policy": "lossguide", "min_child_weight": 0}, X, y
+        )
+        trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+        assert max(len(t["left_children"]) // 2 + 1 for t in trees) > 64
     else:
         X = X.copy()
         X[:, 1] = np.floor(np.abs(X[:, 1]) * 3)  # a small-cardinality category
@@ -148,7 +151,7 @@ def test_models_the_walk_does_not_reproduce_keep_xgboost(kind: str) -> None:
             {"max_cat_to_onehot": 1}, X, y, feature_types=["q", "c", "q", "q"], enable_categorical=True
         )
     bundle = xgb_bundle(booster)
-    assert not bundle.prepare_small_batches()
+    assert not bundle.prepare_compiled_trees()
     one = X[:1].astype(np.float32)
     np.testing.assert_array_equal(bundle.predict_proba(one), booster.inplace_predict(one).astype(np.float64))
 
@@ -165,18 +168,18 @@ def test_arrays_that_differ_from_xgboost_by_one_bit_are_refused(deep_booster, ca
         assert tree_arrays_for(deep_booster, kept, off_by_one_ulp) is None
     assert "differ from XGBoost on 1 of 4096 verification rows" in caplog.text
     exact = tree_arrays_for(deep_booster, kept, lambda rows: xgboost_bits(deep_booster, rows))
-    assert exact is not None and exact.depth == 7
+    assert exact is not None and exact.leaf_value.shape == (kept, 65)
 
 
 def test_a_margin_xgboost_would_clamp_is_left_to_xgboost(deep_booster) -> None:  # type: ignore[no-untyped-def]
     """Beyond ±80 XGBoost clamps the exponent of its sigmoid; the walk gives None and the bundle
     asks XGBoost (shown by arrays shifted so far that their own answers would be wrong)."""
     bundle = xgb_bundle(deep_booster)
-    assert bundle.prepare_small_batches()
-    shifted = dataclasses.replace(bundle._small_batches, base_margin=np.float32(85.0))
+    assert bundle.prepare_compiled_trees()
+    shifted = dataclasses.replace(bundle._compiled_trees, base_margin=np.float32(85.0))
     one = with_missing(make_data(3, seed=17)[0])[:1]
     assert shifted.predict_proba(one) is None
-    object.__setattr__(bundle, "_small_batches", shifted)
+    object.__setattr__(bundle, "_compiled_trees", shifted)
     np.testing.assert_array_equal(bundle.predict_proba(one), xgboost_bits(deep_booster, one))
 
 
@@ -187,7 +190,7 @@ def test_the_base_margin_is_xgboosts_own(base_score: float) -> None:
     X, y = make_data(400, seed=4)
     booster = train({"base_score": base_score}, X, y)
     bundle = xgb_bundle(booster)
-    assert bundle.prepare_small_batches()
+    assert bundle.prepare_compiled_trees()
     rows = with_missing(X[:16])
     np.testing.assert_array_equal(
         bundle.predict_proba(rows), booster.inplace_predict(rows).astype(np.float64)
@@ -220,7 +223,7 @@ def test_any_failure_to_prepare_leaves_xgboost_scoring(deep_booster, monkeypatch
     monkeypatch.setattr("fraud_detection.models.bundle.tree_arrays_for", broken)
     bundle = xgb_bundle(deep_booster)
     with caplog.at_level(logging.WARNING):
-        assert not bundle.prepare_small_batches()
+        assert not bundle.prepare_compiled_trees()
     assert "RuntimeError: numba failed to import" in caplog.text
     one = with_missing(make_data(2, seed=23)[0])[:1]
     np.testing.assert_array_equal(bundle.predict_proba(one), xgboost_bits(deep_booster, one))

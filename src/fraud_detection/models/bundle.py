@@ -191,8 +191,8 @@ class ModelBundle:
     _n_rounds: int = field(init=False, repr=False, default=0)
     # The C prediction call's JSON arguments, built once (see _predict_dense).
     _predict_args: bytes = field(init=False, repr=False, default=b"")
-    # The compiled tree walk for small batches, once prepare_small_batches verified it.
-    _small_batches: TreeArrays | None = field(init=False, repr=False, default=None)
+    # The compiled trees (models/tree_arrays.py), once prepare_compiled_trees verified them.
+    _compiled_trees: TreeArrays | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.model_type not in _MODEL_FILES:
@@ -249,8 +249,8 @@ class ModelBundle:
         """
         if self.booster is not None:
             x = self._matrix(features, np.float32)
-            if 0 < x.shape[0] <= SMALL_BATCH_ROWS and self._small_batches is not None:
-                proba = self._small_batches.predict_proba(x)
+            if x.shape[0] and self._compiled_trees is not None:
+                proba = self._compiled_trees.predict_proba(x)
                 if proba is not None:  # None: a margin XGBoost clamps, which it scores itself
                     return proba
             return self._xgboost_proba(x)
@@ -267,15 +267,17 @@ class ModelBundle:
         proba = self.booster.inplace_predict(x, iteration_range=(0, self._n_rounds))
         return np.asarray(proba, dtype=np.float64).reshape(-1)
 
-    def prepare_small_batches(self) -> bool:
-        """Score batches of up to :data:`SMALL_BATCH_ROWS` rows with the compiled tree walk of
-        :mod:`~fraud_detection.models.tree_arrays` from now on, once it has reproduced XGBoost's
-        probabilities bit for bit (about a second, the first time in a process: numba compiles
-        it). False when it could not: XGBoost keeps scoring every batch. The same scores either
-        way; serving calls this before it reports ready, for one row in microseconds."""
+    def prepare_compiled_trees(self) -> bool:
+        """Score every batch with the compiled trees of :mod:`~fraud_detection.models.tree_arrays`
+        from now on, once they have reproduced XGBoost's probabilities bit for bit (about a second
+        the first time in a process: numba compiles the loop). False when they could not: XGBoost
+        keeps scoring. The same scores either way, on one thread: one row in microseconds instead
+        of XGBoost's 0.2-0.5 ms, 1,000 rows several times faster (bench/bench_serving_internals.py).
+        Serving calls this before it reports ready; batch scoring, which gives XGBoost all cores
+        for millions of rows, does not."""
         if self.booster is None:
             return False
-        if self._small_batches is None:
+        if self._compiled_trees is None:
             try:
                 arrays = tree_arrays_for(self.booster, self._n_rounds, self._xgboost_proba)
             except Exception as err:  # an optional speed-up: any failure leaves XGBoost scoring
@@ -283,8 +285,8 @@ class ModelBundle:
                     "compiled trees unavailable, XGBoost scores every batch: %s: %s", type(err).__name__, err
                 )
                 return False
-            object.__setattr__(self, "_small_batches", arrays)
-        return self._small_batches is not None
+            object.__setattr__(self, "_compiled_trees", arrays)
+        return self._compiled_trees is not None
 
     def contributions(self, features: np.ndarray | pd.DataFrame) -> np.ndarray:
         """Per-feature contributions in margin (log-odds) space, shape (n, n_features + 1).
@@ -336,11 +338,6 @@ class ModelBundle:
             )
         return x
 
-
-# Up to this many rows, a prepared bundle scores with the compiled tree walk: one row in a few
-# microseconds against XGBoost's 0.1-0.3 ms; XGBoost, with its threads, is faster from a few
-# dozen rows on (bench/bench_serving_internals.py, BENCHMARKS.md).
-SMALL_BATCH_ROWS = 16
 
 # XGBoost's C entry point behind Booster.inplace_predict for dense arrays (public C API since 1.4).
 # Calling it directly skips the Python wrapper, which costs more than the prediction itself for a

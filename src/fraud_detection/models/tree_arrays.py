@@ -1,22 +1,29 @@
-"""A booster's trees as flat arrays walked by a compiled loop: XGBoost's probabilities, bit for
-bit, for a few rows at a fraction of the cost.
+"""A booster's trees as sorted arrays scored by a compiled bit-vector loop: XGBoost's
+probabilities, bit for bit, several times faster than XGBoost at any batch size.
 
 For one row XGBoost's C predict costs far more than the prediction: every call walks every node
 of every tree to find the deepest (``MaxDepth``), reads the cgroup files and compiles a regex for
-its thread count, and allocates its buffers; the tree walks themselves are a small part (measured
-with ``perf``, BENCHMARKS.md). The numba-compiled walk here scores one row of a 300-tree booster
-in a few microseconds; XGBoost stays faster from a few dozen rows on (it also uses threads).
+its thread count, and allocates its buffers (measured with ``perf``, BENCHMARKS.md). For many rows
+it walks each tree node by node, a chain of dependent loads and unpredictable branches.
 
-It must never change a score: the online path would drift from batch scoring (skew). So the walk
-repeats XGBoost's float32 arithmetic in XGBoost's order (``fvalue < split_condition`` goes left,
-NaN takes the node's default branch, leaf values added tree after tree to the base margin in
-float32, then ``1 / (1 + exp(-margin))`` in float32; a margin beyond ±80, where XGBoost clamps
-the exponent, is left to XGBoost), and :func:`tree_arrays_for` accepts the
-arrays only after they gave exactly XGBoost's bits on rows built to hit every split threshold, a
-float32 step either side of it, and NaN. A model it does not reproduce (categorical splits, vector
-leaves, another objective, dart) gets ``None``, and XGBoost keeps scoring it.
+Here, QuickScorer's way (Lucchese et al., SIGIR 2015): each tree's leaves are numbered left to
+right, one bit each in a 64-bit word per tree. Every split node, grouped by feature and sorted by
+threshold, carries the mask of the leaves of its left subtree. For a row, a node whose test sends
+the row right ("false") clears those bits: for each feature, the false nodes are a prefix of its
+sorted thresholds (``threshold <= value``). The exit leaf of each tree is then its lowest set bit
+(the leftmost leaf no false node ruled out). A sequential scan with no branches to mispredict.
 
-numba is imported, and the walk compiled (about a second), only on the first call of
+It must never change a score: the online path would drift from batch scoring (skew). So it
+repeats XGBoost's semantics and float32 arithmetic in XGBoost's order (``value < threshold`` goes
+left, NaN takes the node's default branch, leaf values added tree after tree to XGBoost's own base
+margin in float32, then ``1 / (1 + exp(-margin))`` in float32 with the C library's ``expf``, which
+numba calls; a margin beyond ±80, where XGBoost clamps the exponent, is left to XGBoost), and
+:func:`tree_arrays_for` accepts the arrays only after they gave exactly XGBoost's bits on rows
+built to hit every split threshold, a float32 step either side of it, and NaN. A model it does not
+reproduce (categorical splits, vector leaves, more than 64 leaves in a tree, another objective,
+dart) gets ``None``, and XGBoost keeps scoring it.
+
+numba is imported, and the loop compiled (about a second), only on the first call of
 :func:`tree_arrays_for`: serving does it before it reports ready. Nothing is cached on disk
 (numba's cache files are pickles).
 """
@@ -39,20 +46,20 @@ log = logging.getLogger(__name__)
 
 _MARGIN_LIMIT = 80.0  # XGBoost's sigmoid clamps its exponent near 88.7: margins beyond are left to it
 _VERIFY_ROWS = 4096
+_MAX_LEAVES = 64  # one bit per leaf in a 64-bit word
 
 
 @dataclass(frozen=True, eq=False)
 class TreeArrays:
-    """Every node of every tree in flat arrays, checked so the compiled walk (which does no bounds
-    checks) never reads outside them. A leaf's children are itself."""
+    """The split nodes of every tree, by feature then threshold, and the leaves by tree, checked
+    so the compiled loop (which does no bounds checks) never reads outside them."""
 
-    roots: np.ndarray  # (trees,) int64: each tree's root node
-    feature: np.ndarray  # (nodes,) int64: split feature, in [0, n_features); 0 for leaves
-    threshold: np.ndarray  # (nodes,) float32: split condition
-    children: np.ndarray  # (2 * nodes,) int64: [2n] the left child of n, [2n + 1] the right one
-    default_right: np.ndarray  # (nodes,) int64: 1 where a missing value goes right, else 0
-    leaf_value: np.ndarray  # (nodes,) float32: the leaf's value; 0 for splits (never read)
-    depth: int  # the deepest tree's depth: no walk takes more steps
+    offsets: np.ndarray  # (n_features + 1,) int64: feature j's nodes are [offsets[j], offsets[j+1])
+    threshold: np.ndarray  # (splits,) float32: ascending within each feature
+    tree: np.ndarray  # (splits,) int64: the node's tree
+    left_leaves: np.ndarray  # (splits,) uint64: every bit set but those of the left subtree's leaves
+    default_right: np.ndarray  # (splits,) uint8: 1 where a missing value goes right
+    leaf_value: np.ndarray  # (trees, 65) float32: by tree and leaf; NaN past the tree's leaves
     base_margin: np.float32
     n_features: int
 
@@ -64,20 +71,19 @@ class TreeArrays:
             raise ValueError(f"expected a 2-D array of {self.n_features} columns, got shape {x.shape}")
         out = np.empty(x.shape[0], dtype=np.float32)
         _walk()(
-            # the one compiled layout (C order, aligned float32): a few rows copy in under a microsecond
+            # the one compiled layout (C order, aligned float32): a copy only when x is another
             np.require(x, np.float32, ["C", "A"]),
-            self.roots,
-            self.feature,
+            self.offsets,
             self.threshold,
-            self.children,
+            self.tree,
+            self.left_leaves,
             self.default_right,
             self.leaf_value,
             self.base_margin,
-            self.depth,
             _MARGIN_LIMIT,
             out,
         )
-        if np.isnan(out).any():  # the walk's mark for a margin beyond the limit
+        if np.isnan(out).any():  # the loop's mark for a margin beyond the limit
             return None
         return out.astype(np.float64)
 
@@ -87,46 +93,49 @@ def _walk() -> Callable[..., None]:
     """The tree walk, compiled once per process for exactly these argument types."""
     import numba
     from numba import types
+    from numba.cpython.unsafe.numbers import trailing_zeros
 
     def array(dtype: Any, ndim: int) -> Any:  # read-only too: a read-only input is scored as well
         return types.Array(dtype, ndim, "C", readonly=True)
 
-    i64, f32 = array(types.int64, 1), array(types.float32, 1)
     signature = types.void(
         array(types.float32, 2),
-        i64,
-        i64,
-        f32,
-        i64,
-        i64,
-        f32,
+        array(types.int64, 1),
+        array(types.float32, 1),
+        array(types.int64, 1),
+        array(types.uint64, 1),
+        array(types.uint8, 1),
+        array(types.float32, 2),
         types.float32,
-        types.int64,
         types.float32,
         types.Array(types.float32, 1, "C"),
     )
+    all_leaves = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
     @numba.njit(signature, nogil=True, cache=False)
-    def walk(
-        x, roots, feature, threshold, children, default_right, leaf_value, base_margin, depth, limit, out
-    ):  # type: ignore[no-untyped-def]
+    def walk(x, offsets, threshold, tree, left_leaves, default_right, leaf_value, base_margin, limit, out):  # type: ignore[no-untyped-def]
         one = np.float32(1.0)
+        n_trees = leaf_value.shape[0]
+        alive = np.empty(n_trees, dtype=np.uint64)
         for i in range(x.shape[0]):
+            alive[:] = all_leaves
+            for j in range(x.shape[1]):
+                value = x[i, j]
+                end = offsets[j + 1]
+                k = offsets[j]
+                if np.isnan(value):  # the nodes whose default branch is the right one are false
+                    while k < end:
+                        if default_right[k]:
+                            alive[tree[k]] &= left_leaves[k]
+                        k += 1
+                else:  # not (value < threshold): the row goes right, its left leaves are out
+                    while k < end and threshold[k] <= value:
+                        alive[tree[k]] &= left_leaves[k]
+                        k += 1
             margin = base_margin  # float32 throughout, added tree after tree: XGBoost's rounding
-            for tree in range(roots.size):
-                node = roots[tree]
-                for _ in range(depth):
-                    left = children[2 * node]
-                    if left == node:  # a leaf
-                        break
-                    value = x[i, feature[node]]
-                    if np.isnan(value):
-                        node = children[2 * node + default_right[node]]
-                    elif value < threshold[node]:
-                        node = left
-                    else:
-                        node = children[2 * node + 1]
-                margin += leaf_value[node]
+            for t in range(n_trees):
+                # the exit leaf: the lowest bit left (64 if none, a NaN column: never for a tree)
+                margin += leaf_value[t, trailing_zeros(alive[t])]
             out[i] = one / (np.exp(-margin) + one) if abs(margin) < limit else np.nan
 
     return walk
@@ -183,55 +192,89 @@ def _build(model: dict[str, Any], n_rounds: int) -> TreeArrays | None:
     if not trees or any(int(t["tree_param"]["size_leaf_vector"]) > 1 or any(t["split_type"]) for t in trees):
         return None  # vector leaves or categorical splits
     n_features = int(params["num_feature"])
-    roots, feature, threshold, children, default_right, leaf_value = [], [], [], [], [], []
-    depth = offset = 0
-    for tree in trees:
+    feature, threshold, tree_of, left_leaves, default_right = [], [], [], [], []
+    leaf_value = np.full((len(trees), _MAX_LEAVES + 1), np.nan, dtype=np.float32)
+    for t, tree in enumerate(trees):
         left = np.asarray(tree["left_children"], dtype=np.int64)
         right = np.asarray(tree["right_children"], dtype=np.int64)
         size = left.size
-        leaf = left == -1
-        splits = ~leaf
+        per_node = ("split_conditions", "split_indices", "default_left")
+        if size == 0 or any(len(tree[name]) != size for name in per_node):
+            raise ValueError(f"a tree's {per_node} do not have one entry per node")
+        splits = left != -1
         if (
-            size == 0
-            or not np.array_equal(leaf, right == -1)
+            not np.array_equal(splits, right != -1)
             or (
                 (left[splits] <= 0) | (left[splits] >= size) | (right[splits] <= 0) | (right[splits] >= size)
             ).any()
         ):
             raise ValueError("a tree's child indices are not a tree")
-        per_node = ("split_conditions", "split_indices", "default_left")
-        if any(len(tree[name]) != size for name in per_node):
-            raise ValueError(f"a tree's {per_node} do not have one entry per node")
         conditions = np.asarray(tree["split_conditions"], dtype=np.float32)
-        indices = np.where(leaf, 0, np.asarray(tree["split_indices"], dtype=np.int64))
-        if ((indices < 0) | (indices >= n_features)).any():
+        indices = np.asarray(tree["split_indices"], dtype=np.int64)
+        if ((indices[splits] < 0) | (indices[splits] >= n_features)).any():
             raise ValueError(f"a split feature is outside the booster's {n_features} features")
-        own = np.arange(size, dtype=np.int64)
-        pairs = np.empty(2 * size, dtype=np.int64)
-        pairs[0::2] = np.where(leaf, own, left) + offset
-        pairs[1::2] = np.where(leaf, own, right) + offset
-        roots.append(offset)
-        feature.append(indices)
-        threshold.append(conditions)
-        children.append(pairs)
-        default_right.append(np.where(np.asarray(tree["default_left"], dtype=bool), 0, 1))
-        leaf_value.append(np.where(leaf, conditions, np.float32(0.0)))
-        depth = max(depth, _tree_depth(left, right))
-        offset += size
+        first, count, leaves = _leaf_ranges(left, right)
+        if len(leaves) > _MAX_LEAVES:
+            return None  # one 64-bit word per tree
+        leaf_value[t, : len(leaves)] = conditions[leaves]
+        nodes = np.flatnonzero(splits)
+        left_first, left_count = first[left[nodes]], count[left[nodes]]
+        ones = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+        left_bits = ((np.uint64(1) << left_count.astype(np.uint64)) - np.uint64(1)) << left_first.astype(
+            np.uint64
+        )
+        feature.append(indices[nodes])
+        threshold.append(conditions[nodes])
+        tree_of.append(np.full(nodes.size, t, dtype=np.int64))
+        left_leaves.append(ones ^ left_bits)
+        default_right.append(
+            np.where(np.asarray(tree["default_left"], dtype=bool)[nodes], 0, 1).astype(np.uint8)
+        )
+    features = np.concatenate(feature)
+    thresholds = np.concatenate(threshold)
+    order = np.lexsort((thresholds, features))  # by feature, then ascending threshold
     base_score = float(str(params["base_score"]).strip("[]"))
     if not 0.0 < base_score < 1.0:
         return None
     return TreeArrays(
-        roots=np.asarray(roots, dtype=np.int64),
-        feature=np.concatenate(feature),
-        threshold=np.concatenate(threshold),
-        children=np.concatenate(children),
-        default_right=np.concatenate(default_right).astype(np.int64),
-        leaf_value=np.concatenate(leaf_value),
-        depth=depth,
+        offsets=np.searchsorted(features[order], np.arange(n_features + 1)).astype(np.int64),
+        threshold=thresholds[order],
+        tree=np.concatenate(tree_of)[order],
+        left_leaves=np.concatenate(left_leaves)[order],
+        default_right=np.concatenate(default_right)[order],
+        leaf_value=leaf_value,
         base_margin=_base_margin(base_score),
         n_features=n_features,
     )
+
+
+def _leaf_ranges(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Per node, the left-to-right number of its subtree's first leaf and its number of leaves
+    (a subtree's leaves are consecutive in that order); and the leaves, left to right. A node
+    reached twice or never (not a tree) is refused."""
+    size = left.size
+    first = np.zeros(size, dtype=np.int64)
+    count = np.zeros(size, dtype=np.int64)
+    leaves: list[int] = []
+    seen = np.zeros(size, dtype=bool)
+    stack = [(0, False)]
+    while stack:  # depth first, left before right; each split revisited once its children are done
+        node, done = stack.pop()
+        if done:
+            first[node] = first[left[node]]
+            count[node] = count[left[node]] + count[right[node]]
+            continue
+        if seen[node]:
+            raise ValueError("a tree's child indices are not a tree")
+        seen[node] = True
+        if left[node] == -1:
+            first[node], count[node] = len(leaves), 1
+            leaves.append(node)
+        else:
+            stack += [(node, True), (int(right[node]), False), (int(left[node]), False)]
+    if not seen.all():
+        raise ValueError("a tree has nodes its root does not reach")
+    return first, count, leaves
 
 
 def _base_margin(base_score: float) -> np.float32:
@@ -249,27 +292,13 @@ def _base_margin(base_score: float) -> np.float32:
     return np.float32(margin[0])
 
 
-def _tree_depth(left: np.ndarray, right: np.ndarray) -> int:
-    """Edges from the root to the deepest leaf; a cycle is refused (the walk would loop)."""
-    depth, level = 0, np.array([0])
-    while True:
-        level = level[left[level] != -1]
-        if level.size == 0:
-            return depth
-        level = np.unique(np.concatenate([left[level], right[level]]))  # shared children: once
-        depth += 1
-        if depth > left.size:
-            raise ValueError("a tree's child indices form a cycle")
-
-
 def _verification_rows(arrays: TreeArrays) -> np.ndarray:
     """Rows whose every value is a split threshold of its feature, a float32 step either side of
     one, or NaN: both sides of every comparison and every default branch, over many paths."""
     rng = np.random.default_rng(0)
-    is_split = arrays.children[0::2] != np.arange(arrays.threshold.size)
     rows = np.empty((_VERIFY_ROWS, arrays.n_features), dtype=np.float32)
     for j in range(arrays.n_features):
-        thresholds = np.unique(arrays.threshold[is_split & (arrays.feature == j)])
+        thresholds = np.unique(arrays.threshold[arrays.offsets[j] : arrays.offsets[j + 1]])
         if thresholds.size == 0:  # a feature no split reads
             rows[:, j] = rng.standard_normal(_VERIFY_ROWS).astype(np.float32)
             continue
