@@ -3,7 +3,7 @@
 Usage: ``.venv/bin/python bench/bench_serving_internals.py [--trees 300] [--rounds 5]``
 (pin it as the server is pinned: ``taskset -c 1 .venv/bin/python bench/bench_serving_internals.py``)
 
-1. **The model call.** Median µs per call for 1, 4, 16, 64 and 1,000 rows of a booster of
+1. **The model call.** Median µs per call for 1, 4, 16, 32, 64 and 1,000 rows of a booster of
    ``--trees`` trees, depth 6, 28 features, one thread, three ways: ``Booster.inplace_predict``
    (XGBoost's Python wrapper, the baseline), XGBoost's C predict called directly (an unprepared
    ``ModelBundle.predict_proba``), and the numba-compiled bit-vector trees of
@@ -62,7 +62,7 @@ def model_call(trees: int, rounds: int) -> dict[str, object]:
     walk = prepared._compiled_trees
     assert walk is not None
     result: dict[str, object] = {}
-    for rows in (1, 4, 16, 64, 1000):
+    for rows in (1, 4, 16, 32, 64, 1000):
         matrix = np.ascontiguousarray(x[:rows])
         wrapper = booster.inplace_predict(matrix).astype(np.float64)
         assert np.array_equal(bundle.predict_proba(matrix), wrapper), "the answers differ"

@@ -249,7 +249,7 @@ class ModelBundle:
         """
         if self.booster is not None:
             x = self._matrix(features, np.float32)
-            if x.shape[0] and self._compiled_trees is not None:
+            if 0 < x.shape[0] <= COMPILED_TREES_MAX_ROWS and self._compiled_trees is not None:
                 proba = self._compiled_trees.predict_proba(x)
                 if proba is not None:  # None: a margin XGBoost clamps, which it scores itself
                     return proba
@@ -268,13 +268,12 @@ class ModelBundle:
         return np.asarray(proba, dtype=np.float64).reshape(-1)
 
     def prepare_compiled_trees(self) -> bool:
-        """Score every batch with the compiled trees of :mod:`~fraud_detection.models.tree_arrays`
-        from now on, once they have reproduced XGBoost's probabilities bit for bit (about a second
-        the first time in a process: numba compiles the loop). False when they could not: XGBoost
-        keeps scoring. The same scores either way, on one thread: one row in microseconds instead
-        of XGBoost's 0.2-0.5 ms, 1,000 rows several times faster (bench/bench_serving_internals.py).
-        Serving calls this before it reports ready; batch scoring, which gives XGBoost all cores
-        for millions of rows, does not."""
+        """Score batches of up to :data:`COMPILED_TREES_MAX_ROWS` rows with the compiled trees of
+        :mod:`~fraud_detection.models.tree_arrays` from now on, once they have reproduced XGBoost's
+        probabilities bit for bit (about a second the first time in a process: numba compiles the
+        loop). False when they could not: XGBoost keeps scoring. The same scores either way: one
+        row in ~10-20 µs instead of XGBoost's 0.2-0.4 ms. Serving calls this before it reports
+        ready; batch scoring, whose batches are large, does not."""
         if self.booster is None:
             return False
         if self._compiled_trees is None:
@@ -338,6 +337,11 @@ class ModelBundle:
             )
         return x
 
+
+# Up to this many rows, a prepared bundle scores with its compiled trees; XGBoost (which walks a
+# block of rows per tree) is as fast from ~30-130 rows on, depending on the trees
+# (bench/bench_serving_internals.py, BENCHMARKS.md).
+COMPILED_TREES_MAX_ROWS = 32
 
 # XGBoost's C entry point behind Booster.inplace_predict for dense arrays (public C API since 1.4).
 # Calling it directly skips the Python wrapper, which costs more than the prediction itself for a
