@@ -1,6 +1,9 @@
 """Two costs on the serving path that the HTTP benchmark hides, each against its baseline in the same run.
 
-Usage: ``.venv/bin/python bench/bench_serving_internals.py [--trees 300] [--rounds 5]``
+Usage: ``.venv/bin/python bench/bench_serving_internals.py [--trees 300] [--rounds 5]
+[--bundle DIR --features PARQUET]`` (``--bundle bench/serving/artifacts/fraud/bundle --features
+bench/serving/artifacts/fraud/features/transaction_features.parquet``: the serving benchmark's
+model on real feature rows instead of the synthetic booster)
 (pin it as the server is pinned: ``taskset -c 1 .venv/bin/python bench/bench_serving_internals.py``)
 
 1. **The model call.** Median µs per call for 1, 4, 16, 32, 64 and 1,000 rows of a booster of
@@ -29,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +48,8 @@ def _median_us(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
     return round(statistics.median(samples) * 1e6, 1)
 
 
-def model_call(trees: int, rounds: int) -> dict[str, object]:
+def _synthetic_bundle(trees: int) -> tuple[Any, np.ndarray]:
+    """A booster of ``trees`` full depth-6 trees on 28 normal features, and rows like its training rows."""
     import xgboost
 
     from fraud_detection.models.bundle import ModelBundle, TrainingWindow
@@ -56,8 +61,32 @@ def model_call(trees: int, rounds: int) -> dict[str, object]:
     params = {"objective": "binary:logistic", "max_depth": 6, "nthread": 1, "seed": 0}
     booster = xgboost.train(params, xgboost.DMatrix(x, y, feature_names=list(names)), trees)
     window = TrainingWindow(dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 1))
-    bundle = ModelBundle("xgboost", names, 0.5, "fraud_v1", window, {}, booster=booster)
-    prepared = ModelBundle("xgboost", names, 0.5, "fraud_v1", window, {}, booster=booster)
+    return ModelBundle("xgboost", names, 0.5, "fraud_v1", window, {}, booster=booster), x
+
+
+def _real_bundle(bundle_dir: Path, features: Path) -> tuple[Any, np.ndarray]:
+    """A saved bundle, and the newest 20,000 rows of a feature table in its feature order."""
+    import pyarrow.parquet as pq
+
+    from fraud_detection.models.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    assert bundle.booster is not None
+    bundle.booster.set_param({"nthread": 1})
+    table = pq.read_table(features, columns=list(bundle.feature_names))
+    x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in bundle.feature_names])
+    return bundle, np.ascontiguousarray(x[-20_000:], dtype=np.float32)
+
+
+def model_call(trees: int, rounds: int, bundle_dir: Path | None, features: Path | None) -> dict[str, object]:
+    import dataclasses
+
+    if bundle_dir is not None and features is not None:
+        bundle, x = _real_bundle(bundle_dir, features)
+    else:
+        bundle, x = _synthetic_bundle(trees)
+    booster = bundle.booster
+    prepared = dataclasses.replace(bundle)  # a second bundle over the same booster, then prepared
     assert prepared.prepare_compiled_trees(), "the compiled trees did not reproduce XGBoost"
     walk = prepared._compiled_trees
     assert walk is not None
@@ -151,6 +180,10 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--bundle", type=Path, help="a saved bundle to time instead of the synthetic booster")
+    parser.add_argument(
+        "--features", type=Path, help="with --bundle: a feature table (parquet) to take rows from"
+    )
     args = parser.parse_args()
 
     import xgboost
@@ -163,7 +196,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "xgboost": xgboost.__version__,
-        "model_call": model_call(args.trees, args.rounds),
+        "model_call": model_call(args.trees, args.rounds, args.bundle, args.features),
         "event_writer_stall": event_writer_stall(args.events),
     }
     print(json.dumps(report, indent=2))
