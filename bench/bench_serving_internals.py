@@ -88,32 +88,32 @@ def model_call(trees: int, rounds: int, bundle_dir: Path | None, features: Path 
     booster = bundle.booster
     prepared = dataclasses.replace(bundle)  # a second bundle over the same booster, then prepared
     assert prepared.prepare_compiled_trees(), "the compiled trees did not reproduce XGBoost"
-    walk = prepared._compiled_trees
-    assert walk is not None
+    compiled = prepared._compiled_trees
+    assert compiled is not None
     result: dict[str, object] = {}
     for rows in (1, 4, 16, 32, 64, 1000):
         matrix = np.ascontiguousarray(x[:rows])
         wrapper = booster.inplace_predict(matrix).astype(np.float64)
         assert np.array_equal(bundle.predict_proba(matrix), wrapper), "the answers differ"
-        assert np.array_equal(walk.predict_proba(matrix), wrapper), "the compiled trees' answers differ"
+        assert np.array_equal(compiled.predict_proba(matrix), wrapper), "the compiled trees' answers differ"
         reps = 3000 if rows < 1000 else 300
         per_round = [
             (
                 _median_us(lambda m=matrix: booster.inplace_predict(m), reps),
                 _median_us(lambda m=matrix: bundle.predict_proba(m), reps),
-                _median_us(lambda m=matrix: walk.predict_proba(m), reps),
+                _median_us(lambda m=matrix: compiled.predict_proba(m), reps),
             )
             for _ in range(rounds)
         ]
         wrapper_us = statistics.median(w for w, _, _ in per_round)
         direct_us = statistics.median(d for _, d, _ in per_round)
-        walk_us = statistics.median(c for _, _, c in per_round)
+        compiled_us = statistics.median(c for _, _, c in per_round)
         result[f"{rows}_rows"] = {
             "inplace_predict_us": wrapper_us,
             "xgboost_c_predict_us": direct_us,
-            "compiled_trees_us": walk_us,
+            "compiled_trees_us": compiled_us,
             "c_predict_over_wrapper": round(direct_us / wrapper_us, 3),
-            "compiled_trees_over_c_predict": round(walk_us / direct_us, 3),
+            "compiled_trees_over_c_predict": round(compiled_us / direct_us, 3),
         }
     return result
 

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 _MARGIN_LIMIT = 80.0  # XGBoost's sigmoid clamps its exponent near 88.7: margins beyond are left to it
 _VERIFY_ROWS = 4096
 _MAX_LEAVES = 64  # one bit per leaf in a 64-bit word
+_ALL_LEAVES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +113,6 @@ def _walk() -> Callable[..., None]:
         types.float32,
         types.Array(types.float32, 1, "C"),
     )
-    all_leaves = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
     @numba.njit(signature, nogil=True, cache=False)
     def walk(x, offsets, threshold, tree, left_leaves, default_right, leaf_value, base_margin, limit, out):  # type: ignore[no-untyped-def]
@@ -120,7 +120,7 @@ def _walk() -> Callable[..., None]:
         n_trees = leaf_value.shape[0]
         alive = np.empty(n_trees, dtype=np.uint64)
         for i in range(x.shape[0]):
-            alive[:] = all_leaves
+            alive[:] = _ALL_LEAVES
             for j in range(x.shape[1]):
                 value = x[i, j]
                 end = offsets[j + 1]
@@ -148,16 +148,13 @@ def tree_arrays_for(
 ) -> TreeArrays | None:
     """The arrays of the first ``n_rounds`` rounds of ``booster`` when their walk gives exactly
     the bits of ``predict`` (XGBoost's probabilities, float64 of float32) on the verification
-    rows; None when the model is not one the walk reproduces, or when any bit differs.
+    rows; None when the model is not one the walk reproduces, or when any bit differs. A tree
+    that is not a tree raises ValueError (the bundle then keeps XGBoost, as for any failure).
 
     The walk is compiled first, whatever the model: a later model (a hot reload) then never
     compiles it on a thread that would hold the GIL for a second."""
     _walk()
-    try:
-        arrays = _build(json.loads(booster.save_raw("json")), n_rounds)
-    except (KeyError, ValueError, TypeError, IndexError) as err:
-        log.info("trees not compiled, XGBoost scores every batch: %s", err)
-        return None
+    arrays = _build(json.loads(booster.save_raw("json")), n_rounds)
     if arrays is None:
         return None
     rows = _verification_rows(arrays)
@@ -166,8 +163,8 @@ def tree_arrays_for(
     if got is None:  # verification rows this extreme: the model's margins are beyond the walk's range
         log.info("trees not compiled: margins beyond ±%s", _MARGIN_LIMIT)
         return None
-    if not np.array_equal(expected.view(np.int64), got.view(np.int64)):
-        differing = int(np.count_nonzero(expected.view(np.int64) != got.view(np.int64)))
+    differing = int(np.count_nonzero(expected.view(np.int64) != got.view(np.int64)))
+    if differing:
         log.warning(
             "compiled trees differ from XGBoost on %d of %d verification rows; XGBoost scores every batch",
             differing,
@@ -221,14 +218,13 @@ def _build(model: dict[str, Any], n_rounds: int) -> TreeArrays | None:
         leaf_value[t, : len(leaves)] = conditions[leaves]
         nodes = np.flatnonzero(splits)
         left_first, left_count = first[left[nodes]], count[left[nodes]]
-        ones = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
         left_bits = ((np.uint64(1) << left_count.astype(np.uint64)) - np.uint64(1)) << left_first.astype(
             np.uint64
         )
         feature.append(indices[nodes])
         threshold.append(conditions[nodes])
         tree_of.append(np.full(nodes.size, t, dtype=np.int64))
-        left_leaves.append(ones ^ left_bits)
+        left_leaves.append(_ALL_LEAVES ^ left_bits)
         default_right.append(
             np.where(np.asarray(tree["default_left"], dtype=bool)[nodes], 0, 1).astype(np.uint8)
         )
