@@ -146,10 +146,12 @@ def stage_breakdown(spec: Any, model: Any, contract: Any) -> dict[str, float]:
     tables = timed(
         "read feature tables", lambda: batch.load_features(spec, pinned, bundle_feature_config(model), valid)
     )
-    features = timed("point-in-time join", lambda: offline.point_in_time_features(tables, valid))
+    # as run_batch joins: straight into the model's float32 matrix
+    features = timed(
+        "point-in-time join", lambda: offline.point_in_time_features(tables, valid, dtype=np.float32)
+    )
     scorer = FraudScorer(model, threads=None)
-    columns = [features.names.index(n) for n in model.bundle.feature_names]
-    matrix = np.ascontiguousarray(features.values[:, columns], dtype=np.float32)
+    matrix = batch._bundle_matrix(scorer, features)
     ids = valid["transaction_id"].to_numpy(np.int64)
     timed("score", lambda: scorer.score_features(matrix))
     timed(
