@@ -833,14 +833,21 @@ def serve(
         ),
     ] = "models:/fraud-detector@champion",
     host: Annotated[
-        str, typer.Option(help="Address to bind; 0.0.0.0 only inside a container.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8080,
+        str | None,
+        typer.Option(
+            help="Address to bind; 0.0.0.0 only inside a container \\[default: FRAUD_SERVE_HOST, else 127.0.0.1]."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="HTTP port \\[default: FRAUD_SERVE_PORT, else 8080]."),
+    ] = None,
     features_dir: Annotated[
         Path | None,
         typer.Option(
             "--features-dir",
-            help="Feature tables the online store was materialised from; unset: default features, flagged degraded.",
+            help="Feature tables the online store was materialised from \\[default: FRAUD_FEATURES_DIR]; "
+            "neither set: no feature store, every score uses default features and is flagged degraded.",
         ),
     ] = None,
     feature_config: _FeatureConfigPath = Path("configs/features/default.yaml"),
@@ -886,7 +893,9 @@ def serve(
     from fraud_detection.models.registry import ModelRef
 
     try:
-        serving = ServingSettings(host=host, port=port)
+        # a flag given wins over FRAUD_SERVE_HOST / FRAUD_SERVE_PORT, which win over the defaults
+        given = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+        serving = ServingSettings(**given)
     except ValidationError as err:
         raise _fail(f"invalid server settings: {format_validation_error(err)}", 2) from None
     # A model URI that is not understood is refused before any file or registry is touched (S6).
@@ -895,8 +904,15 @@ def serve(
     shadow_ref = None if shadow_uri is None else _run(lambda: ModelRef.parse(shadow_uri))
     loaded_contract = _run(lambda: load_contract(contract, settings.contracts_dir))
     store = None
+    features_dir = features_dir or settings.features_dir
     if features_dir is not None:
         _, store = _open_feature_store(features_dir, feature_config)
+    else:
+        typer.echo(
+            "warning: no --features-dir or FRAUD_FEATURES_DIR: serving without a feature store, "
+            "every score uses default features and is flagged degraded",
+            err=True,
+        )
     if ref.name is not None or (shadow_ref is not None and shadow_ref.name is not None):
         _open_tracking()
     service = _run(

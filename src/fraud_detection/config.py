@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     )
     mlflow_artifact_root: str | None = None  # default: under data_dir, unless a tracking server decides
     model_public_key: Path | None = None  # set: every bundle must carry a valid signature (production)
+    # the feature tables (`fraud features build --out`) the online store was materialised from:
+    # `fraud serve --features-dir` when the flag is not given (a container sets it here)
+    features_dir: Path | None = None
     # set: `fraud serve` refuses any bundle whose digest (sha256 of its manifest.json) differs
     model_digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -215,3 +215,25 @@ def test_two_concurrent_writers_never_both_commit(tmp_path: Path) -> None:
     listed = {entry["path"] for entry in manifest["partitions"] + manifest["references"]}
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")}
     assert on_disk == listed
+
+
+def test_serve_reads_its_port_from_the_environment_when_no_flag_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an out-of-range FRAUD_SERVE_PORT is refused: the setting is read, not shadowed by the flag's default
+    monkeypatch.setenv("FRAUD_SERVE_PORT", "70000")
+    code, output = run("serve", "--model", "models:/fraud-detector@champion")
+    assert code == 2
+    assert "port='70000'" in error_line(output)
+
+
+def test_serve_opens_the_feature_tables_of_fraud_features_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # tables built with another feature config: refused, which shows FRAUD_FEATURES_DIR was opened
+    (tmp_path / "manifest.json").write_text(json.dumps({"feature_config": {"windows_days": [99]}}))
+    monkeypatch.setenv("FRAUD_FEATURES_DIR", str(tmp_path))
+    monkeypatch.setenv("FRAUD_FEATURE_STORE_DIR", str(tmp_path / "store"))
+    code, output = run("serve", "--model", "models:/fraud-detector@champion")
+    assert code != 0
+    assert str(tmp_path) in error_line(output) and "feature config" in error_line(output)

@@ -424,6 +424,13 @@ def settings_problems(documents: list[dict[str, Any]]) -> list[str]:
         problems.append("FRAUD_MODEL_PUBLIC_KEY is unset: production must verify bundle signatures")
     elif not (mount_of(public_key) or {}).get("readOnly"):
         problems.append(f"FRAUD_MODEL_PUBLIC_KEY {public_key} is not on a read-only mount")
+    features_dir = settings.get("FRAUD_FEATURES_DIR")
+    if features_dir is None:
+        problems.append(
+            "FRAUD_FEATURES_DIR is unset: the server would score every request with default features"
+        )
+    elif mount_of(features_dir) is None:
+        problems.append(f"FRAUD_FEATURES_DIR {features_dir} is on no volume mount")
     for key in ("FRAUD_DATA_DIR", "FRAUD_FEATURE_STORE_DIR"):
         mount = mount_of(settings[key]) if key in settings else None
         if mount is None or mount.get("readOnly"):
@@ -623,7 +630,11 @@ def test_settings_hold_no_secret_and_point_at_mounts() -> None:
     documents = load_manifest()
     assert settings_problems(documents) == []
     settings = by_kind(documents, "ConfigMap")["data"]
-    assert settings["FRAUD_MLFLOW_TRACKING_URI"] and settings["FRAUD_FEAST_CONFIG"]
+    assert (
+        settings["FRAUD_MLFLOW_TRACKING_URI"]
+        and settings["FRAUD_FEAST_CONFIG"]
+        and settings["FRAUD_FEATURES_DIR"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -634,6 +645,8 @@ def test_settings_hold_no_secret_and_point_at_mounts() -> None:
         ("ConfigMap", "data.MLFLOW_TRACKING_URI", "http://mlflow:5000", "lacks the FRAUD_ prefix"),
         ("ConfigMap", "data.FRAUD_MODEL_PUBLIC_KEY", _DELETE, "FRAUD_MODEL_PUBLIC_KEY is unset"),
         ("ConfigMap", "data.FRAUD_DATA_DIR", "/app/data", "FRAUD_DATA_DIR must be on a writable mount"),
+        ("ConfigMap", "data.FRAUD_FEATURES_DIR", _DELETE, "FRAUD_FEATURES_DIR is unset"),
+        ("ConfigMap", "data.FRAUD_FEATURES_DIR", "/srv/features", "/srv/features is on no volume mount"),
         (_ISVC, f"{_CONTAINER}.envFrom.0.configMapRef.name", "other", "'other' is not in the manifest"),
         ("PodDisruptionBudget", "spec.minAvailable", 2, "blocks every drain"),
         ("NetworkPolicy", "spec.podSelector.matchLabels", {"app": "x"}, "does not select the predictor pods"),
