@@ -1066,14 +1066,23 @@ def pipeline_summary(
 @pipeline_app.command("serve")
 def pipeline_serve(
     limit: Annotated[int | None, typer.Option(min=1, help="Most flow runs at the same time.")] = None,
+    parameters: Annotated[
+        Path | None,
+        typer.Option(
+            "--parameters",
+            help="YAML with each flow's parameters (training:, batch:, monitoring:; docs/pipelines.md); "
+            "unset: the demo's defaults.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the scheduled deployments (training weekly, batch inference daily) until interrupted."""
+    """Serve the scheduled deployments (training weekly, batch inference daily, monitoring hourly) until interrupted."""
     from fraud_detection.pipelines.runtime import prepare_flow_process
 
     prepare_flow_process()
-    from fraud_detection.pipelines.deployments import serve_deployments
+    from fraud_detection.pipelines.deployments import load_schedule_parameters, serve_deployments
 
-    _run(lambda: serve_deployments(limit=limit))
+    schedule = None if parameters is None else _run(lambda: load_schedule_parameters(parameters))
+    _run(lambda: serve_deployments(schedule, limit=limit))
 
 
 # --- batch inference (issue 7): one day's partition, committed exactly once ----------------------

@@ -43,6 +43,42 @@ def test_batch_inference_runs_daily_and_monitoring_hourly() -> None:
         == MonitoringFlowParameters()
     )
     assert all(d.concurrency_limit == 1 for d in built.values())
+    from fraud_detection.pipelines.batch_flow import BatchFlowParameters
+
+    batch = built["fraud-batch-daily"].parameters["parameters"]
+    assert BatchFlowParameters.model_validate(batch) == BatchFlowParameters()
+
+
+def test_a_parameters_file_reaches_each_scheduled_flow(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from fraud_detection.pipelines import deployments
+
+    path = tmp_path / "schedule.yaml"
+    path.write_text(
+        "training:\n  source: s3://bucket/transactions/\n  train_start: null\n"
+        "batch:\n  dataset: cards\n  features_dir: /srv/fraud/features/cards\n"
+        "monitoring:\n  labels_path: /srv/fraud/labels\n  training_config: configs/training/default.yaml\n"
+    )
+    schedule = deployments.load_schedule_parameters(path)
+    built = {d.name: d.parameters["parameters"] for d in deployments.build_deployments(schedule)}
+    training = deployments.TrainingFlowParameters.model_validate(built["fraud-training-weekly"])
+    assert training.source == "s3://bucket/transactions/" and training.train_start is None
+    batch = deployments.BatchFlowParameters.model_validate(built["fraud-batch-daily"])
+    assert batch.dataset == "cards" and batch.features_dir == Path("/srv/fraud/features/cards")
+    monitoring = deployments.MonitoringFlowParameters.model_validate(built["fraud-monitoring-hourly"])
+    assert monitoring.labels_path == Path("/srv/fraud/labels")
+    assert monitoring.training_config == Path("configs/training/default.yaml")
+
+
+def test_a_misspelt_parameter_is_refused_by_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fraud_detection.errors import ConfigError
+    from fraud_detection.pipelines import deployments
+
+    path = tmp_path / "schedule.yaml"
+    path.write_text("monitoring:\n  label_path: /srv/fraud/labels\n")
+    with pytest.raises(ConfigError, match=r"monitoring\.label_path='/srv/fraud/labels': Extra inputs"):
+        deployments.load_schedule_parameters(path)
 
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, 120), ("45", 45)])

@@ -5,16 +5,23 @@ process polls the API and runs each scheduled flow run as a subprocess). Against
 set ``PREFECT_API_URL``; without it Prefect starts a temporary local server that lives as long as
 the process. To run them on a work pool instead, pass the same deployments' flows to
 ``flow.deploy(name=..., work_pool_name=..., schedules=[...])``.
+
+Each flow's parameters default to the demo's (the simulator's data under ``FRAUD_DATA_DIR``). A
+real deployment gives its own in one YAML file, :class:`ScheduleParameters`
+(``fraud pipeline serve --parameters FILE``, example in ``docs/pipelines.md``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
+from pydantic import BaseModel, ConfigDict
 
-from fraud_detection.pipelines.batch_flow import batch_inference_flow
+from fraud_detection.config import load_yaml_config
+from fraud_detection.pipelines.batch_flow import BatchFlowParameters, batch_inference_flow
 from fraud_detection.pipelines.monitoring_flow import (
     MONITORING_CRON,
     MonitoringFlowParameters,
@@ -35,6 +42,21 @@ MONITORING_DEPLOYMENT = "fraud-monitoring-hourly"
 TAGS = ["fraud-detection"]
 
 
+class ScheduleParameters(BaseModel):
+    """The parameters of each scheduled flow; a flow left out runs with its defaults (the demo's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    training: TrainingFlowParameters = TrainingFlowParameters()
+    batch: BatchFlowParameters = BatchFlowParameters()
+    monitoring: MonitoringFlowParameters = MonitoringFlowParameters()
+
+
+def load_schedule_parameters(path: Path) -> ScheduleParameters:
+    """Read and validate a parameters file (YAML: ``training:``, ``batch:``, ``monitoring:``)."""
+    return load_yaml_config(path, ScheduleParameters)
+
+
 def training_deployment(parameters: TrainingFlowParameters | None = None) -> RunnerDeployment:
     """The weekly training deployment (one run at a time: a late run is not overlapped by the next)."""
     return training_flow.to_deployment(
@@ -47,12 +69,12 @@ def training_deployment(parameters: TrainingFlowParameters | None = None) -> Run
     )
 
 
-def batch_deployment(parameters: dict[str, Any] | None = None) -> RunnerDeployment:
+def batch_deployment(parameters: BatchFlowParameters | None = None) -> RunnerDeployment:
     """The daily batch-inference deployment."""
     return batch_inference_flow.to_deployment(
         name=BATCH_DEPLOYMENT,
         schedules=[Cron(BATCH_CRON, timezone=TIMEZONE)],
-        parameters=parameters or {},
+        parameters={"parameters": (parameters or BatchFlowParameters()).model_dump(mode="json")},
         concurrency_limit=1,
         tags=[*TAGS, "batch-inference"],
         entrypoint_type=EntrypointType.MODULE_PATH,
@@ -71,14 +93,19 @@ def monitoring_deployment(parameters: MonitoringFlowParameters | None = None) ->
     )
 
 
-def build_deployments(training: TrainingFlowParameters | None = None) -> list[RunnerDeployment]:
+def build_deployments(schedule: ScheduleParameters | None = None) -> list[RunnerDeployment]:
     """Every scheduled deployment (nothing is sent to the API until they are served)."""
-    return [training_deployment(training), batch_deployment(), monitoring_deployment()]
+    schedule = schedule or ScheduleParameters()
+    return [
+        training_deployment(schedule.training),
+        batch_deployment(schedule.batch),
+        monitoring_deployment(schedule.monitoring),
+    ]
 
 
-def serve_deployments(training: TrainingFlowParameters | None = None, *, limit: int | None = None) -> None:
+def serve_deployments(schedule: ScheduleParameters | None = None, *, limit: int | None = None) -> None:
     """Register the deployments with the API and run their scheduled flow runs until interrupted."""
     prepare_flow_process()
     from prefect import serve
 
-    serve(*build_deployments(training), limit=limit)
+    serve(*build_deployments(schedule), limit=limit)
