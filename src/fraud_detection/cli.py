@@ -906,6 +906,14 @@ def serve(
     store = None
     features_dir = features_dir or settings.features_dir
     if features_dir is not None:
+        # The tables' manifest is what proves them built with this feature config: a mistyped path
+        # or an empty volume is refused, never served with the check silently skipped.
+        if not (features_dir / "manifest.json").is_file():
+            raise _fail(
+                f"--features-dir / FRAUD_FEATURES_DIR {str(features_dir)!r} holds no manifest.json; "
+                "expected the folder `fraud features build --out` wrote",
+                2,
+            )
         _, store = _open_feature_store(features_dir, feature_config)
     else:
         typer.echo(

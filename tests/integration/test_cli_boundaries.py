@@ -237,3 +237,17 @@ def test_serve_opens_the_feature_tables_of_fraud_features_dir(
     code, output = run("serve", "--model", "models:/fraud-detector@champion")
     assert code != 0
     assert str(tmp_path) in error_line(output) and "feature config" in error_line(output)
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_serve_refuses_a_features_dir_without_its_manifest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    # a mistyped path or an empty volume would otherwise skip the feature-config check silently
+    folder = tmp_path / "features"
+    if where == "empty":
+        folder.mkdir()
+    monkeypatch.setenv("FRAUD_FEATURES_DIR", str(folder))
+    code, output = run("serve", "--model", "models:/fraud-detector@champion")
+    assert code == 2
+    assert str(folder) in error_line(output) and "no manifest.json" in error_line(output)

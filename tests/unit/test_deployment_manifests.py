@@ -429,8 +429,16 @@ def settings_problems(documents: list[dict[str, Any]]) -> list[str]:
         problems.append(
             "FRAUD_FEATURES_DIR is unset: the server would score every request with default features"
         )
-    elif mount_of(features_dir) is None:
-        problems.append(f"FRAUD_FEATURES_DIR {features_dir} is on no volume mount")
+    else:
+        # the pipelines' tables, shared by every pod and never written by the server
+        mount = mount_of(features_dir)
+        volumes = {volume["name"]: volume for volume in predictor.get("volumes", [])}
+        if mount is None:
+            problems.append(f"FRAUD_FEATURES_DIR {features_dir} is on no volume mount")
+        elif not mount.get("readOnly") or "persistentVolumeClaim" not in volumes.get(mount["name"], {}):
+            problems.append(
+                f"FRAUD_FEATURES_DIR {features_dir} must be on a read-only PersistentVolumeClaim mount"
+            )
     for key in ("FRAUD_DATA_DIR", "FRAUD_FEATURE_STORE_DIR"):
         mount = mount_of(settings[key]) if key in settings else None
         if mount is None or mount.get("readOnly"):
@@ -647,6 +655,13 @@ def test_settings_hold_no_secret_and_point_at_mounts() -> None:
         ("ConfigMap", "data.FRAUD_DATA_DIR", "/app/data", "FRAUD_DATA_DIR must be on a writable mount"),
         ("ConfigMap", "data.FRAUD_FEATURES_DIR", _DELETE, "FRAUD_FEATURES_DIR is unset"),
         ("ConfigMap", "data.FRAUD_FEATURES_DIR", "/srv/features", "/srv/features is on no volume mount"),
+        (
+            "ConfigMap",
+            "data.FRAUD_FEATURES_DIR",
+            "/var/lib/fraud/features",
+            "read-only PersistentVolumeClaim",
+        ),
+        (_ISVC, f"{_CONTAINER}.volumeMounts.3.readOnly", False, "read-only PersistentVolumeClaim"),
         (_ISVC, f"{_CONTAINER}.envFrom.0.configMapRef.name", "other", "'other' is not in the manifest"),
         ("PodDisruptionBudget", "spec.minAvailable", 2, "blocks every drain"),
         ("NetworkPolicy", "spec.podSelector.matchLabels", {"app": "x"}, "does not select the predictor pods"),

@@ -106,3 +106,15 @@ def test_the_ephemeral_server_gets_time_to_start_unless_told_otherwise(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_a_fixed_date_in_a_schedule_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fraud_detection.errors import ConfigError
+    from fraud_detection.pipelines import deployments
+
+    path = tmp_path / "schedule.yaml"
+    path.write_text("batch:\n  date: 2024-01-01\nmonitoring:\n  end: 2024-01-01T00:00:00\n")
+    with pytest.raises(
+        ConfigError, match=r"batch\.date=2024-01-01, monitoring\.end=2024-01-01 00:00:00: a sch"
+    ):
+        deployments.load_schedule_parameters(path)

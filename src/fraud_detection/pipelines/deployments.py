@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from fraud_detection.config import load_yaml_config
 from fraud_detection.pipelines.batch_flow import BatchFlowParameters, batch_inference_flow
@@ -40,6 +40,8 @@ BATCH_DEPLOYMENT = "fraud-batch-daily"
 BATCH_CRON = "0 4 * * *"  # every day 04:00, after the day's partition has landed
 MONITORING_DEPLOYMENT = "fraud-monitoring-hourly"
 TAGS = ["fraud-detection"]
+# The parameters each scheduled run derives from its own scheduled time when they are unset.
+PER_RUN_TIMES = (("batch", "date"), ("batch", "logical_time"), ("monitoring", "end"), ("training", "as_of"))
 
 
 class ScheduleParameters(BaseModel):
@@ -50,6 +52,21 @@ class ScheduleParameters(BaseModel):
     training: TrainingFlowParameters = TrainingFlowParameters()
     batch: BatchFlowParameters = BatchFlowParameters()
     monitoring: MonitoringFlowParameters = MonitoringFlowParameters()
+
+    @model_validator(mode="after")
+    def _no_fixed_times(self) -> ScheduleParameters:
+        """A schedule's runs take their day and window from the scheduled time: a fixed one would
+        make every run redo the same day."""
+        fixed = [
+            f"{flow}.{name}={getattr(getattr(self, flow), name)}"
+            for flow, name in PER_RUN_TIMES
+            if getattr(getattr(self, flow), name) is not None
+        ]
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)}: a scheduled flow takes these from its scheduled time; expected them unset"
+            )
+        return self
 
 
 def load_schedule_parameters(path: Path) -> ScheduleParameters:
