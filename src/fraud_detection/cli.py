@@ -906,12 +906,14 @@ def serve(
     store = None
     features_dir = features_dir or settings.features_dir
     if features_dir is not None:
-        # The tables' manifest is what proves them built with this feature config: a mistyped path
-        # or an empty volume is refused, never served with the check silently skipped.
-        if not (features_dir / "manifest.json").is_file():
+        # A mistyped path or an empty volume is refused, never served as if it held the tables
+        # (their manifest, when there, is then checked against the feature config).
+        if not features_dir.is_dir() or not (
+            (features_dir / "manifest.json").is_file() or any(features_dir.glob("*_features.parquet"))
+        ):
             raise _fail(
-                f"--features-dir / FRAUD_FEATURES_DIR {str(features_dir)!r} holds no manifest.json; "
-                "expected the folder `fraud features build --out` wrote",
+                f"--features-dir / FRAUD_FEATURES_DIR {str(features_dir)!r} holds neither manifest.json "
+                "nor feature tables; expected the folder `fraud features build --out` wrote",
                 2,
             )
         _, store = _open_feature_store(features_dir, feature_config)

@@ -240,7 +240,7 @@ def test_serve_opens_the_feature_tables_of_fraud_features_dir(
 
 
 @pytest.mark.parametrize("where", ["missing", "empty"])
-def test_serve_refuses_a_features_dir_without_its_manifest(
+def test_serve_refuses_a_features_dir_without_its_tables(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
 ) -> None:
     # a mistyped path or an empty volume would otherwise skip the feature-config check silently
@@ -250,4 +250,6 @@ def test_serve_refuses_a_features_dir_without_its_manifest(
     monkeypatch.setenv("FRAUD_FEATURES_DIR", str(folder))
     code, output = run("serve", "--model", "models:/fraud-detector@champion")
     assert code == 2
-    assert str(folder) in error_line(output) and "no manifest.json" in error_line(output)
+    assert str(folder) in error_line(output) and "neither manifest.json nor feature tables" in error_line(
+        output
+    )
