@@ -1205,6 +1205,12 @@ def monitor(
     from fraud_detection.monitoring import run as monitoring
     from fraud_detection.monitoring.alerts import AlertSettings
 
+    if end <= start:
+        raise _fail(
+            f"--end {end.isoformat()} is not after --start {start.isoformat()}: "
+            "the period is [start, end), so --end must be later",
+            2,
+        )
     settings = _settings()
     try:
         alert_settings = AlertSettings()

@@ -459,7 +459,7 @@ def test_readers_trust_only_a_verified_manifest(world: BatchWorld, model, contra
 
 
 def test_bad_inputs_name_the_field_and_value(world: BatchWorld, model, contract, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from fraud_detection.errors import DataSourceError
+    from fraud_detection.errors import ConfigError, DataSourceError
 
     with pytest.raises(
         DataSourceError,
@@ -468,4 +468,7 @@ def test_bad_inputs_name_the_field_and_value(world: BatchWorld, model, contract,
         batch.run_batch(world.spec(tmp_path / "out", dt.date(2019, 1, 1)), model, contract)
     with pytest.raises(DataSourceError, match=r"has no manifest\.json"):
         batch.run_batch(world.spec(tmp_path / "out", DAY, features_dir=tmp_path), model, contract)
+    early = world.spec(tmp_path / "out", DAY, logical_time=dt.datetime.combine(DAY, dt.time(12)))
+    with pytest.raises(ConfigError, match=rf"logical time {DAY.isoformat()}T12:00:00 is before the end"):
+        batch.run_batch(early, model, contract)
     _nothing_published(tmp_path / "out")

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fraud_detection.data.raw_store import parquet_bytes
-from fraud_detection.errors import ArtifactError
+from fraud_detection.errors import ArtifactError, ConfigError
 from fraud_detection.models.bundle import LinearModel, ModelBundle, TrainingWindow, save_bundle
 from fraud_detection.models.registry import ResolvedModel, resolve_model
 from fraud_detection.monitoring.alerts import AlertSettings
@@ -224,6 +224,19 @@ def test_cli_prints_alerts_and_exits_zero(model, reference_dir, tmp_path, monkey
     assert (tmp_path / "out" / "drift.json").is_file()
     missing = CliRunner().invoke(app, [*args[:3], "--events-dir", str(tmp_path / "nowhere"), *args[5:]])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    swapped = [*args[:5], "--start", "2026-11-03", "--end", "2026-11-01", *args[9:]]
+    backwards = CliRunner().invoke(app, swapped)
+    assert backwards.exit_code == 2, backwards.output
+    assert "--end 2026-11-01T00:00:00 is not after --start 2026-11-03T00:00:00" in backwards.output
+
+
+def test_a_period_that_ends_before_it_starts_is_refused(model, reference_dir, tmp_path):
+    with pytest.raises(ConfigError, match="period end 2026-11-01 00:00:00 is not after its start"):
+        run_monitoring(
+            model, tmp_path, start=dt.datetime(2026, 11, 3), end=dt.datetime(2026, 11, 1),
+            reference_dir=reference_dir, out_dir=tmp_path / "out",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
 
 
 def test_shadow_rows_are_not_counted_as_the_champion(model, reference_dir, tmp_path):

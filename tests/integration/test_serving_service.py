@@ -278,3 +278,19 @@ def test_sink_rolls_files_by_time(service, serving_world, tmp_path: Path) -> Non
     files = sorted((tmp_path / "events").glob("events-*.parquet"))
     assert len(files) == 2
     assert [pd.read_parquet(f)["request_id"].iloc[0] for f in files] == ["a", "b"]
+
+
+def test_replicas_sharing_an_events_folder_never_overwrite_each_others_files(
+    service, serving_world, tmp_path: Path
+) -> None:
+    # two servers (pods) writing into one shared folder in the same second: each file keeps its events
+    sinks = [PredictionSink(tmp_path / "events", roll_seconds=600) for _ in range(2)]
+    batch = batch_of(service, serving_world.rows(2))
+    scores = service.scorer.score(batch)
+    for name, sink in zip(("a", "b"), sinks, strict=True):
+        sink.submit([name, name], batch, scores, "v", service.scorer.bundle.feature_names)
+    for sink in sinks:
+        sink.close()
+    files = sorted((tmp_path / "events").glob("events-*.parquet"))
+    assert len(files) == 2
+    assert sorted(pd.read_parquet(f)["request_id"].iloc[0] for f in files) == ["a", "b"]

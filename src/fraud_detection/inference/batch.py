@@ -63,6 +63,7 @@ from fraud_detection.data.raw_store import parquet_bytes
 from fraud_detection.data.raw_store import read_manifest as read_raw_manifest
 from fraud_detection.data.validators import QUARANTINE_REASONS, validate_transactions
 from fraud_detection.errors import (
+    ConfigError,
     DataContractError,
     DataIntegrityError,
     DataSourceError,
@@ -170,8 +171,21 @@ def partition_dir(out_dir: Path, model: ResolvedModel, date: dt.date) -> Path:
 # ------------------------------------------------------------------------------------- inputs
 
 
+def check_logical_time(spec: BatchSpec) -> None:
+    """Refuse a logical time before the end of the scored day: the contract refuses events after
+    it, so the day's later rows would be quarantined and the immutable partition would hold part
+    of the day."""
+    day_end = default_logical_time(spec.date)
+    if spec.logical_time < day_end:
+        raise ConfigError(
+            f"logical time {spec.logical_time.isoformat()} is before the end of the scored day "
+            f"{spec.date.isoformat()} ({day_end.isoformat()}); expected a logical time at or after it"
+        )
+
+
 def pin_inputs(spec: BatchSpec, model: ResolvedModel, contract: Contract) -> PinnedInputs:
     """Read the raw and feature manifests and pin the run's inputs (retried on I/O errors)."""
+    check_logical_time(spec)
 
     def pin() -> PinnedInputs:
         import fsspec
@@ -442,6 +456,7 @@ def run_batch(
     :func:`fraud_detection.utils.commit.commit_folder` (crash tests).
     """
     started = time.perf_counter()
+    check_logical_time(spec)
     final_dir = partition_dir(spec.out_dir, model, spec.date)
     with commit.commit_lock(final_dir, wait=spec.wait_for_lock):
         current = pin_inputs(spec, model, contract)

@@ -3,8 +3,9 @@
 :meth:`PredictionSink.submit` appends a scored batch to a bounded buffer and returns at once (no
 lock, no thread woken: a request pays a list append); a background thread collects the buffer a
 few times a second, turns what it took into an Arrow table at once, and writes parquet files rolled
-by time (``events-<start>-<seq>.parquet`` in the sink folder, each written atomically: temp file,
-fsync, rename). When the queue is full the
+by time (``events-<time>-<writer>-<seq>.parquet`` in the sink folder, each written atomically: temp
+file, fsync, rename; ``<writer>`` is random per sink, so replicas sharing one folder never write the
+same name). When the queue is full the
 batch is dropped and counted (``fraud_prediction_events_dropped_total``), never waited for.
 
 An event: ``request_id``, ``transaction_id``, ``event_timestamp``, ``customer_id``, ``terminal_id``,
@@ -21,6 +22,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,7 @@ class PredictionSink:
         self._tables: list[pa.Table] = []  # the events of the file being filled, a table per poll
         self._window_start = time.monotonic()
         self._sequence = 0
+        self._writer = uuid.uuid4().hex[:12]
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="prediction-sink", daemon=True)
         self._thread.start()
@@ -137,7 +140,7 @@ class PredictionSink:
         self._pending_rows = 0
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         self._sequence += 1
-        path = self.out_dir / f"events-{stamp}-{self._sequence:06d}.parquet"
+        path = self.out_dir / f"events-{stamp}-{self._writer}-{self._sequence:06d}.parquet"
         try:
             # a reload that changed the model's features changes the columns: missing ones are null
             table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")

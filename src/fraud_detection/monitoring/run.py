@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fraud_detection.config import load_yaml_config
 from fraud_detection.data.raw_store import parquet_bytes
-from fraud_detection.errors import ArtifactError, DataContractError, DataSourceError
+from fraud_detection.errors import ArtifactError, ConfigError, DataContractError, DataSourceError
 from fraud_detection.evaluation.drift import (
     DriftConfig,
     DriftLayout,
@@ -432,6 +432,8 @@ def run_monitoring(
     Writes into ``out_dir``: ``drift.json`` (and ``drift.html`` with ``html``), ``performance.json`` and
     ``performance.csv`` (with labels), ``alerts.json`` and ``alerts.prom`` (node-exporter textfile).
     """
+    if end <= start:  # checked here: the performance window would otherwise hide it
+        raise ConfigError(f"monitoring period end {end} is not after its start {start}")
     config = config or MonitoringConfig()
     reference = load_reference(reference_dir, model_digest=model.digest)
     first = min(start, end - dt.timedelta(days=config.performance_lookback_days))
