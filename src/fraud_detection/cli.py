@@ -1157,6 +1157,14 @@ def batch_score(
         f"[{result.seconds:.2f} s]"
     )
     typer.echo(f"predictions: {result.partition_dir}")
+    if result.not_in_feature_tables:
+        typer.echo(
+            f"warning: {result.not_in_feature_tables} of {result.rows} transactions are not in the feature "
+            f"tables of {str(features_dir)!r} (built before {day.isoformat()}?): scored with their "
+            "entities' earlier rows, whose windows miss the day; rebuild the tables with "
+            "`fraud features build` (a committed day is immutable: remove its folder to score it again)",
+            err=True,
+        )
 
 
 # --- monitoring (issue 8): drift, performance on delayed labels, alerts ------------------------------

@@ -168,6 +168,9 @@ def test_own_row_lookup_equals_the_as_of_join(world: BatchWorld) -> None:
     for name in with_ids.missing:
         np.testing.assert_array_equal(with_ids.missing[name], as_of.missing[name])
     assert as_of.missing["customer_windows"][-5:].all()  # the unknown customer fell back to defaults
+    # the rows the tables were not built with are told apart (batch scoring warns of them)
+    n_own = len(tx.iloc[::7])
+    assert not with_ids.not_in_tables[:n_own].any() and with_ids.not_in_tables[n_own:].all()
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -268,6 +271,30 @@ def test_b4_pinned_inputs_appending_upstream_gives_identical_output(
             appended.spec(tmp_path / "out", day, logical_time=dt.datetime(2018, 5, 11, 6)), model, contract
         )
     assert _parts(first.partition_dir) == parts
+
+
+def test_tables_built_before_the_day_are_warned_of_and_counted(
+    world: BatchWorld, model, contract, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from fraud_detection.cli import app
+
+    before = world.transactions[world.transactions["event_timestamp"] < pd.Timestamp(DAY)]
+    stale = batch_support.write_batch_inputs(tmp_path / "stale", before, world.bundle_dir)
+    args = ["batch", "score", "--model", str(world.bundle_dir), "--raw", str(world.raw_dir)]
+    args += ["--date", DAY.isoformat(), "--features-dir", str(stale.features_dir)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    n = result.stdout.split(":")[1].split()[0]  # "<day>: <n> predictions, ..."
+    assert f"warning: {n} of {n} transactions are not in the feature tables" in result.stderr
+    committed = commit.read_manifest(batch.partition_dir(tmp_path / "out", model, DAY))
+    assert committed is not None and committed.details["n_rows_not_in_feature_tables"] == int(n) > 0
+    # tables that include the day: no warning, and the count is 0
+    fresh = CliRunner().invoke(app, [*args[:-1], str(world.features_dir), "--out", str(tmp_path / "fresh")])
+    assert fresh.exit_code == 0 and "warning" not in fresh.stderr, fresh.output
+    fresh_manifest = commit.read_manifest(batch.partition_dir(tmp_path / "fresh", model, DAY))
+    assert fresh_manifest is not None and fresh_manifest.details["n_rows_not_in_feature_tables"] == 0
 
 
 # ------------------------------------------------------------------------------- B5

@@ -317,20 +317,21 @@ def _own_rows(
 
 def _latest_rows(
     view: ViewSpec, table: pa.Table, query: dict[str, np.ndarray], query_us: np.ndarray, query_tx: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the index in ``table`` of the entity's latest row at or before its time (within the
-    TTL), -1 when there is none."""
+    TTL), -1 when there is none; and whether that row is the transaction's own."""
     n = len(query_us)
     if table.num_rows == 0 or n == 0:
-        return np.full(n, -1, dtype=np.int64)
+        return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
     table_key, query_key = _entity_key(
         [table.column(k).to_numpy() for k in view.join_keys], [query[k] for k in view.join_keys]
     )
     table_us = table.column("event_us").to_numpy()
     rows = _own_rows(table, table_key, table_us, query_tx, query_key, query_us)
-    rest = np.flatnonzero(rows < 0)  # transactions the tables were not built with: an as-of join
+    own = rows >= 0
+    rest = np.flatnonzero(~own)  # transactions the tables were not built with: an as-of join
     if not len(rest):
-        return rows
+        return rows, own
     right = pd.DataFrame({"t": table_us, "k": table_key, "row": np.arange(len(table_us))})
     if not (table_us[1:] >= table_us[:-1]).all():
         right = right.iloc[np.argsort(table_us, kind="stable")]
@@ -341,7 +342,7 @@ def _latest_rows(
         left, right, on="t", by="k", direction="backward", allow_exact_matches=True, tolerance=tolerance
     )["row"]
     rows[order] = matched.fillna(-1).to_numpy(dtype=np.int64)
-    return rows
+    return rows, own
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,9 @@ class PointInTimeFeatures:
     values: np.ndarray
     missing: dict[str, np.ndarray]
     """Per batch view: rows with no row in the view (defaults used)."""
+    not_in_tables: np.ndarray
+    """Rows whose transaction the tables were not built with (some view lacks its own row): their
+    features are the entity's earlier rows, without the transaction's own day in the windows."""
 
     def frame(self, transaction_id: np.ndarray) -> pd.DataFrame:
         """``transaction_id`` + the features, typed as ``store.historical_features`` returns them."""
@@ -394,11 +398,13 @@ def point_in_time_features(
     query = {k: entity_rows[k].to_numpy(np.int64) for k in ("customer_id", "terminal_id")}
     query_tx = entity_rows[TRANSACTION_ID].to_numpy(np.int64)
     missing = {}
+    not_in_tables = np.zeros(n, dtype=bool)
     for view in VIEWS:
         table = tables.tables[view.name]
         view_names = view.features(config)
         columns = [column_of[name] for name in view_names]
-        rows = _latest_rows(view, table, query, event_us, query_tx)
+        rows, own = _latest_rows(view, table, query, event_us, query_tx)
+        not_in_tables |= ~own
         found = rows >= 0
         if found.any():
             # the daily run's usual case: every query is its own table row, in the table's order
@@ -424,4 +430,4 @@ def point_in_time_features(
                     prior[fill] = defaults[name]
     # The amount ratio: from the customer's prior average (0, hence 1.0, when the view is missing).
     values[:, column_of[config.amount_ratio_feature]] = engineering.amount_ratio(amount, prior)
-    return PointInTimeFeatures(names, values, missing)
+    return PointInTimeFeatures(names, values, missing, not_in_tables)

@@ -161,6 +161,11 @@ class BatchResult:
     def rejected(self) -> int:
         return sum(f.rows for f in self.manifest.role("quarantine"))
 
+    @property
+    def not_in_feature_tables(self) -> int:
+        """Transactions the feature tables were not built with (scored from earlier rows)."""
+        return int(self.manifest.details.get("n_rows_not_in_feature_tables", 0))
+
 
 def partition_dir(out_dir: Path, model: ResolvedModel, date: dt.date) -> Path:
     """``<out>/<model>/<version>/date=YYYY-MM-DD`` (see the module docstring)."""
@@ -538,12 +543,21 @@ def _score(
             commit.FileToCommit(QUARANTINE_FILE, parquet_bytes(rejected), len(rejected), "quarantine")
         )
     defaulted = features.missing[offline.CUSTOMER_VIEW.name] | features.missing[offline.TERMINAL_VIEW.name]
+    not_in_tables = int(features.not_in_tables.sum())
+    if not_in_tables:
+        logger.warning(
+            "%d of %d transactions of %s are not in the feature tables of %s (built before the day?): "
+            "they are scored with their entities' earlier rows, whose windows miss the day; rebuild "
+            "the tables with `fraud features build` to score them as online and in training",
+            not_in_tables, len(valid), spec.date.isoformat(), spec.features_dir,
+        )  # fmt: skip
     details = {
         "model_uri": model.uri,
         "threshold": scorer.bundle.threshold,
         "n_input_rows": len(frame),
         "n_rejected_rows": len(rejected),
         "n_rows_with_default_features": int(defaulted.sum()),
+        "n_rows_not_in_feature_tables": not_in_tables,
         "columns": [*OUTPUT_COLUMNS, *([REASONS_COLUMN] if spec.explain else [])],
     }
     return files, details
