@@ -110,7 +110,8 @@ def main(
     try:
         settings = Settings() if log_level is None else Settings(log_level=log_level.upper())
     except ValidationError as err:
-        raise _fail(f"invalid settings: {format_validation_error(err)}", 2) from None
+        prefix = Settings.model_config["env_prefix"]
+        raise _fail(f"invalid settings: {format_validation_error(err, prefix)}", 2) from None
     _state.settings = settings
     configure_logging(settings.log_level, settings.log_json)
 
@@ -298,7 +299,8 @@ def _open_feature_store(features_dir: Path, feature_config: Path):  # type: igno
     try:
         settings = store.FeatureStoreSettings()
     except ValidationError as err:
-        raise _fail(f"invalid feature store settings: {format_validation_error(err)}", 2) from None
+        prefix = store.FeatureStoreSettings.model_config["env_prefix"]
+        raise _fail(f"invalid feature store settings: {format_validation_error(err, prefix)}", 2) from None
     return store, _run(lambda: store.open_store(settings, features_dir, config))
 
 
@@ -1223,7 +1225,8 @@ def monitor(
     try:
         alert_settings = AlertSettings()
     except ValidationError as err:
-        raise _fail(f"invalid alert settings: {format_validation_error(err)}", 2) from None
+        prefix = AlertSettings.model_config["env_prefix"]
+        raise _fail(f"invalid alert settings: {format_validation_error(err, prefix)}", 2) from None
     checks = _run(lambda: monitoring.load_monitoring_config(monitoring_config))
     if _run(lambda: ModelRef.parse(model)).name is not None:
         _, handle = _open_tracking()

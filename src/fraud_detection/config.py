@@ -44,11 +44,17 @@ class Settings(BaseSettings):
     log_json: bool | None = None  # None: JSON when stderr is not a terminal
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line per problem: the dotted field, the bad value and what was expected."""
+def format_validation_error(err: ValidationError, env_prefix: str = "") -> str:
+    """One line per problem: the dotted field, the bad value and what was expected.
+
+    ``env_prefix`` (a settings class's): the field is named as its environment variable, which is
+    where the user set it (``FRAUD_ALERT_WEBHOOK_URL``, not ``webhook_url``).
+    """
     lines = []
     for problem in err.errors():
         location = ".".join(str(part) for part in problem["loc"])
+        if env_prefix and location:
+            location = f"{env_prefix}{location}".upper()
         if not location:  # a whole-object rule: its message already names what is wrong
             lines.append(problem["msg"])
             continue

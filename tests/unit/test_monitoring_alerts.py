@@ -119,3 +119,43 @@ def test_numpy_details_become_plain_json():
     }
     with pytest.raises(ValidationError, match="not JSON"):
         Alert(name="data_drift", severity="warning", summary="x", details={"bad": object()})
+
+
+def test_the_collectors_fixed_textfile_gets_the_same_gauges(tmp_path, monkeypatch):
+    # each pass's run folder is never read by the collector: FRAUD_ALERT_TEXTFILE is
+    collector = tmp_path / "textfile" / "fraud_monitoring.prom"
+    monkeypatch.setenv("FRAUD_ALERT_TEXTFILE", str(collector))
+    run_file = tmp_path / "runs" / "a" / "alerts.prom"
+    result = publish_alerts(
+        [Alert(name="data_drift", severity="warning", summary="x")],
+        settings=AlertSettings(),
+        textfile=run_file,
+    )
+    assert result.collector_textfile == collector and result.textfile == run_file
+    assert collector.read_bytes() == run_file.read_bytes()
+    assert (
+        _samples(collector.read_text())[(ALERT_METRIC, (("name", "data_drift"), ("severity", "warning")))]
+        == 1
+    )
+    assert not list(collector.parent.glob(".*tmp"))
+    # the next pass replaces it: the alert resolves there too
+    publish_alerts([], settings=AlertSettings())
+    assert (
+        _samples(collector.read_text())[(ALERT_METRIC, (("name", "data_drift"), ("severity", "warning")))]
+        == 0
+    )
+
+
+def test_a_textfile_the_collector_would_ignore_is_refused_by_its_variable(monkeypatch):
+    from typer.testing import CliRunner
+
+    from fraud_detection.cli import app
+
+    monkeypatch.setenv("FRAUD_ALERT_TEXTFILE", "/var/lib/node_exporter/textfile/fraud.txt")
+    with pytest.raises(ValidationError, match=r"does not end in \.prom"):
+        AlertSettings()
+    args = ["monitor", "--model", "x", "--start", "2026-11-01", "--end", "2026-11-02"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "FRAUD_ALERT_TEXTFILE=PosixPath('/var/lib/node_exporter/textfile/fraud.txt')" not in result.output
+    assert "FRAUD_ALERT_TEXTFILE=" in result.output and "does not end in .prom" in result.output

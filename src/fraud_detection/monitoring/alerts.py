@@ -8,7 +8,8 @@ Every alert is published three ways, each independent of the others:
   that did not fire in this pass (so Prometheus sees it resolve), plus
   ``fraud_monitoring_last_run_timestamp_seconds``. The gauges live on a **registry of their own**
   (:func:`alert_registry`), not the global one: the monitoring pass is a batch job (CLI, Prefect), nobody
-  scrapes it, so the registry is written to a node-exporter textfile (``alerts.prom``, atomic) or pushed by
+  scrapes it, so the registry is written to a node-exporter textfile (``alerts.prom`` in the run folder,
+  atomic, and to ``FRAUD_ALERT_TEXTFILE``, the fixed path the collector reads, when set) or pushed by
   the caller; and the model server's ``/metrics`` (the global registry) never shows a stale monitoring
   value from an import side effect;
 * **a webhook** (``FRAUD_ALERT_WEBHOOK_URL``, e.g. a Slack/Teams/Alertmanager-style receiver): one JSON POST
@@ -53,12 +54,26 @@ KNOWN_ALERTS: Mapping[str, Severity] = {
 
 
 class AlertSettings(BaseSettings):
-    """Where alerts go besides the log and the gauge: ``FRAUD_ALERT_WEBHOOK_URL`` and its timeout."""
+    """Where alerts go besides the log and the run folder: ``FRAUD_ALERT_WEBHOOK_URL`` and its timeout,
+    and ``FRAUD_ALERT_TEXTFILE``, the fixed file the node-exporter textfile collector reads."""
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_ALERT_", extra="ignore", frozen=True)
 
     webhook_url: AnyHttpUrl | None = None
     webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+    # the collector reads only ``*.prom`` files directly in its folder: each run's own folder is
+    # never read, so the gauges must also land at one fixed path
+    textfile: Path | None = None
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_file(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".prom":
+            raise ValueError(
+                f"{str(value)!r} does not end in .prom; expected a file in the node-exporter textfile "
+                "collector's folder, e.g. /var/lib/node_exporter/textfile/fraud_monitoring.prom"
+            )
+        return value
 
 
 class Alert(BaseModel):
@@ -94,6 +109,7 @@ class PublishResult:
     webhook_sent: int = 0
     webhook_failures: list[str] = field(default_factory=list)
     textfile: Path | None = None
+    collector_textfile: Path | None = None  # FRAUD_ALERT_TEXTFILE
 
 
 def alert_registry() -> tuple[CollectorRegistry, Gauge, Gauge]:
@@ -161,10 +177,14 @@ def publish_alerts(
         )
     last_run.set_to_current_time()
     result = PublishResult(fired)
+    # The temp files end in ".tmp": the textfile collector only reads *.prom.
+    exposition = generate_latest(collectors)
     if textfile is not None:
-        # The temp file is ".alerts.prom.*.tmp": the textfile collector only reads *.prom.
-        atomic_write_bytes(Path(textfile), generate_latest(collectors))
+        atomic_write_bytes(Path(textfile), exposition)
         result.textfile = Path(textfile)
+    if settings.textfile is not None:
+        atomic_write_bytes(settings.textfile, exposition)
+        result.collector_textfile = settings.textfile
 
     if settings.webhook_url is not None:
         url = str(settings.webhook_url)
