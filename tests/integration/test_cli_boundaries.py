@@ -122,12 +122,20 @@ def test_as_of_with_an_offset_is_converted_to_utc(tmp_path: Path) -> None:
         ),
         (["simulate", "--out", "{tmp}/z", "--bias-factor", "2"], "--bias-age-band"),
         (["simulate", "--out", "{tmp}/z", "--drift-kind", "amount_shift"], "--drift-day"),
+        (
+            ["monitor", "--model", "{tmp}/no-bundle", "--start", "2026-11-01", "--end", "2026-11-02"],
+            "model bundle '{tmp}/no-bundle' does not exist",
+        ),
+        (
+            ["monitor", "--model", "{tmp}/no-bundle", "--start", "2026-11-02", "--end", "2026-11-01"],
+            "--end 2026-11-01T00:00:00 is not after --start 2026-11-02T00:00:00",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     code, output = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert code == 2, output
-    assert needle in error_line(output)
+    assert needle.replace("{tmp}", str(tmp_path)) in error_line(output)
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,17 @@ def test_a_missing_reference_without_training_config_fails_clearly(model, tmp_pa
         monitoring_flow.prepare_reference.fn(model.uri, tmp_path, tmp_path / "missing", None, CONFIG)
 
 
+def test_training_overrides_reach_the_reference_data(tmp_path) -> None:
+    # another dataset's champion: its reference must come from that dataset, not the config's own
+    from fraud_detection.errors import FraudDetectionError
+    from fraud_detection.pipelines import monitoring_flow
+    from tests.conftest import REPO_ROOT
+
+    config = REPO_ROOT / "configs" / "training" / "default.yaml"
+    with pytest.raises(FraudDetectionError, match=str(tmp_path / "cards")):
+        monitoring_flow._training_frame(config, [f"data.source={tmp_path / 'cards'}"])
+
+
 def test_hourly_schedule_constant() -> None:
     from prefect.schedules import Cron
 

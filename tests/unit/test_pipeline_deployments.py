@@ -59,6 +59,7 @@ def test_a_parameters_file_reaches_each_scheduled_flow(tmp_path) -> None:  # typ
         "training:\n  source: s3://bucket/transactions/\n  train_start: null\n"
         "batch:\n  dataset: cards\n  features_dir: /srv/fraud/features/cards\n"
         "monitoring:\n  labels_path: /srv/fraud/labels\n  training_config: configs/training/default.yaml\n"
+        "  training_overrides: [data.source=/srv/fraud/raw/cards]\n"
     )
     schedule = deployments.load_schedule_parameters(path)
     built = {d.name: d.parameters["parameters"] for d in deployments.build_deployments(schedule)}
@@ -69,6 +70,7 @@ def test_a_parameters_file_reaches_each_scheduled_flow(tmp_path) -> None:  # typ
     monitoring = deployments.MonitoringFlowParameters.model_validate(built["fraud-monitoring-hourly"])
     assert monitoring.labels_path == Path("/srv/fraud/labels")
     assert monitoring.training_config == Path("configs/training/default.yaml")
+    assert monitoring.training_overrides == ["data.source=/srv/fraud/raw/cards"]
 
 
 def test_a_misspelt_parameter_is_refused_by_name(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fraud_detection.errors import ArtifactError, ConfigError, ModelGateFailed
+from fraud_detection.errors import ArtifactError, ConfigError, DataSourceError, ModelGateFailed
 from fraud_detection.models.bundle import ModelBundle, load_bundle
 
 CHAMPION = "champion"
@@ -118,7 +118,8 @@ def resolve_model(
     ref = ModelRef.parse(uri)
     if ref.path is not None:
         if not ref.path.exists():
-            raise ArtifactError(f"model bundle {str(ref.path)!r} does not exist")
+            # a path the user gave that is not there: bad usage (exit 2), not a broken artifact
+            raise DataSourceError(f"model bundle {str(ref.path)!r} does not exist")
         bundle = load_bundle(ref.path, expected_digest=expected_digest, public_key=public_key)
         digest = bundle_digest(ref.path)
         return ResolvedModel(bundle, uri, f"bundle-{digest[:12]}", digest)

@@ -48,6 +48,10 @@ class MonitoringFlowParameters(BaseModel):
     training_config: Path | None = Field(
         None, description="Training config to build a missing reference from the model's training window."
     )
+    training_overrides: list[str] = Field(
+        default_factory=list,
+        description="key=value overrides of the training config (e.g. data.source, data.contract).",
+    )
     monitoring_config: Path = Path("configs/monitoring/default.yaml")
     out_dir: Path | None = Field(
         None, description="Output folder; unset: <data_dir>/monitoring/runs/<period>."
@@ -67,13 +71,19 @@ class MonitoringFlowParameters(BaseModel):
     retry_condition_fn=transient,
 )
 def prepare_reference(
-    model_uri: str, data_dir: Path, reference_dir: Path | None, training_config: Path | None, config: Any
+    model_uri: str,
+    data_dir: Path,
+    reference_dir: Path | None,
+    training_config: Path | None,
+    config: Any,
+    training_overrides: list[str] | None = None,
 ) -> dict[str, str]:
     from fraud_detection.monitoring import run
 
     model = _resolve(model_uri)
     folder = reference_dir or run.default_reference_dir(data_dir, model)
-    frame = (lambda: _training_frame(training_config)) if training_config is not None else None
+    overrides = list(training_overrides or [])
+    frame = (lambda: _training_frame(training_config, overrides)) if training_config is not None else None
     run.prepare_reference(model, folder, training_frame=frame, config=config)
     return {"reference_dir": str(folder), "digest": model.digest}
 
@@ -118,13 +128,13 @@ def _resolve(model_uri: str, digest: str | None = None) -> Any:
     return resolve_model(model_uri, public_key=Settings().model_public_key, expected_digest=digest)
 
 
-def _training_frame(training_config: Path) -> Any:
+def _training_frame(training_config: Path, overrides: list[str]) -> Any:
     from fraud_detection.config import Settings
     from fraud_detection.data.contract import load_contract
     from fraud_detection.training.config import load_training_config
     from fraud_detection.training.dataset import load_training_table
 
-    config = load_training_config(training_config, [])
+    config = load_training_config(training_config, overrides)
     contract = load_contract(config.data.contract, Settings().contracts_dir)
     return load_training_table(config, contract, as_of=dt.datetime.now(dt.UTC).replace(tzinfo=None)).frame
 
@@ -141,7 +151,12 @@ def monitoring_flow(parameters: MonitoringFlowParameters = MonitoringFlowParamet
     end = parameters.end or _scheduled_hour()
     start = end - dt.timedelta(hours=parameters.window_hours)
     pinned = prepare_reference(
-        parameters.model_uri, settings.data_dir, parameters.reference_dir, parameters.training_config, config
+        parameters.model_uri,
+        settings.data_dir,
+        parameters.reference_dir,
+        parameters.training_config,
+        config,
+        parameters.training_overrides,
     )
     out_dir = (
         parameters.out_dir
