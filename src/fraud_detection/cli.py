@@ -1171,15 +1171,25 @@ def batch_score(
 
 # --- monitoring (issue 8): drift, performance on delayed labels, alerts ------------------------------
 
-_MONITOR_TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+# with an offset ("Z", "+05:30") too: it is converted to UTC, as batch's --logical-time does
+_MONITOR_TIME_FORMATS = [
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M%z",
+    "%Y-%m-%dT%H:%M:%S%z",
+]
 
 
 @app.command()
 def monitor(
     model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")],
-    start: Annotated[dt.datetime, typer.Option(formats=_MONITOR_TIME_FORMATS, help="Period start (UTC).")],
+    start: Annotated[
+        dt.datetime, typer.Option(formats=_MONITOR_TIME_FORMATS, help="Period start (UTC without an offset).")
+    ],
     end: Annotated[
-        dt.datetime, typer.Option(formats=_MONITOR_TIME_FORMATS, help="Period end, exclusive (UTC).")
+        dt.datetime,
+        typer.Option(formats=_MONITOR_TIME_FORMATS, help="Period end, exclusive (UTC without an offset)."),
     ],
     events_dir: Annotated[
         Path | None, typer.Option(help="Server prediction events \\[default: FRAUD_DATA_DIR/predictions].")
@@ -1215,6 +1225,7 @@ def monitor(
     from fraud_detection.monitoring import run as monitoring
     from fraud_detection.monitoring.alerts import AlertSettings
 
+    start, end = _utc_naive(start), _utc_naive(end)
     if end <= start:
         raise _fail(
             f"--end {end.isoformat()} is not after --start {start.isoformat()}: "
@@ -1233,7 +1244,6 @@ def monitor(
         resolved = _tracked(handle, lambda: resolve_model(model, public_key=settings.model_public_key))
     else:
         resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
-    start, end = _utc_naive(start), _utc_naive(end)
     reference_dir = reference or monitoring.default_reference_dir(settings.data_dir, resolved)
     frame = (lambda: _training_inputs(config, None)[1].frame) if config is not None else None
     _run(lambda: monitoring.prepare_reference(resolved, reference_dir, training_frame=frame, config=checks))

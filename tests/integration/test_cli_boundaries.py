@@ -130,6 +130,18 @@ def test_as_of_with_an_offset_is_converted_to_utc(tmp_path: Path) -> None:
             ["monitor", "--model", "{tmp}/no-bundle", "--start", "2026-11-02", "--end", "2026-11-01"],
             "--end 2026-11-01T00:00:00 is not after --start 2026-11-02T00:00:00",
         ),
+        (  # offsets are converted to UTC before the two are compared
+            [
+                "monitor",
+                "--model",
+                "{tmp}/b",
+                "--start",
+                "2026-11-01T00:00Z",
+                "--end",
+                "2026-11-01T05:00+05:30",
+            ],
+            "--end 2026-10-31T23:30:00 is not after --start 2026-11-01T00:00:00",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
