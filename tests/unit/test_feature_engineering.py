@@ -382,3 +382,15 @@ def test_outlier_counts_use_each_earlier_transactions_own_history():
     features = assert_matches_reference(frame, DEFAULT)
     assert features["customer_nb_outlier_amounts_7d"].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
     assert features["customer_nb_outlier_amounts_14d"].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_keys_the_feature_set_cannot_use_are_refused_by_name():
+    from fraud_detection.errors import ConfigError
+
+    frame = make_transactions(20)
+    with pytest.raises(ConfigError, match=r"column 'customer_id' has dtype object; .* expect int64 ids"):
+        build_features(frame.assign(customer_id="c" + frame["customer_id"].astype(str)), DEFAULT)
+    with pytest.raises(
+        ConfigError, match=r"need column 'terminal_id' \(the data contract's entity 'terminal'\)"
+    ):
+        build_features(frame.rename(columns={"terminal_id": "merchant_id"}), DEFAULT)

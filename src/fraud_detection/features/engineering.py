@@ -59,6 +59,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fraud_detection.config import load_yaml_config
+from fraud_detection.errors import ConfigError
 
 _US_PER_DAY = 86_400 * 1_000_000
 _US_PER_SECOND = 1_000_000
@@ -281,12 +282,32 @@ class _EntityIndex:
         return values
 
 
+def _check_keys(transactions: pd.DataFrame) -> None:
+    """The features and the feature store key on integer transaction, customer and terminal ids: a
+    contract may declare other entities or string keys, which the data layer accepts, so say here
+    what this feature set needs (not a KeyError or an int() failure later, at materialisation)."""
+    for key in ("transaction_id", "customer_id", "terminal_id"):
+        if key not in transactions.columns:
+            raise ConfigError(
+                f"the features need column {key!r} (the data contract's "
+                f"{'id' if key == 'transaction_id' else 'entity ' + repr(key[:-3])}); "
+                f"the data has {sorted(map(str, transactions.columns))}"
+            )
+        if not pd.api.types.is_integer_dtype(transactions[key].dtype):
+            raise ConfigError(
+                f"column {key!r} has dtype {transactions[key].dtype}; the features and the feature "
+                "store expect int64 ids: declare it int64 in the data contract (map string keys such "
+                "as card numbers or merchant codes to integer ids upstream)"
+            )
+
+
 def build_features(transactions: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     """Compute every feature for each transaction; returns the key columns plus the features.
 
     ``transactions`` holds canonical, validated columns (``transaction_id``, ``event_timestamp``,
     ``customer_id``, ``terminal_id``, ``amount``, ``is_fraud``). Row order is kept.
     """
+    _check_keys(transactions)
     timestamps = transactions["event_timestamp"]
     micros = timestamps.to_numpy().astype("datetime64[us]", copy=False).view(np.int64)
     amount = transactions["amount"].to_numpy(dtype=np.float64)
