@@ -413,9 +413,19 @@ _Overrides = Annotated[
 _ModelName = Annotated[
     str, typer.Option("--name", help="Registered model name (the configs' registered_model).")
 ]
+_AsOf = Annotated[
+    dt.datetime | None,
+    typer.Option(
+        "--as-of",
+        help="Reference time (UTC) of the data's future-timestamp and freshness checks \\[default: now]; "
+        "a historical extract: its end.",
+    ),
+]
 
 
-def _training_inputs(config_path: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+def _training_inputs(  # type: ignore[no-untyped-def]
+    config_path: Path, overrides: list[str] | None, as_of: dt.datetime | None = None
+):
     """Config (with overrides), its contract, and the training table (validated, features built)."""
     from fraud_detection.data.contract import load_contract
     from fraud_detection.training.config import load_training_config
@@ -425,7 +435,7 @@ def _training_inputs(config_path: Path, overrides: list[str] | None):  # type: i
     from fraud_detection.training.dataset import load_training_table
 
     with _progress("validating and building features"):
-        table = _run(lambda: load_training_table(config, contract, as_of=_utc_naive(None)))
+        table = _run(lambda: load_training_table(config, contract, as_of=_utc_naive(as_of)))
     return config, table
 
 
@@ -491,6 +501,7 @@ def train(
             "(tcp://host:8786) \\[default: one machine, no Dask]."
         ),
     ] = None,
+    as_of: _AsOf = None,
 ) -> None:
     """Train the configured model on one window, write its bundle, track and optionally register it."""
     if register and not track:
@@ -503,7 +514,7 @@ def train(
     if track:  # before the data: a store that is down fails now, not after the training
         tracking, handle = _open_tracking()
         experiment = _tracked(handle, lambda: tracking.experiment_id(loaded.experiment, handle))
-    loaded, table = _training_inputs(config, overrides)
+    loaded, table = _training_inputs(config, overrides, as_of)
     from fraud_detection.training import runs
 
     if out is None:
@@ -575,6 +586,7 @@ def tune(
         Path | None, typer.Option(help="Write the config with the selected hyperparameters here (YAML).")
     ] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Record the study in MLflow.")] = True,
+    as_of: _AsOf = None,
 ) -> None:
     """Search hyperparameters on the validation folds (Optuna TPE + pruning); print the selection."""
     import json
@@ -586,7 +598,7 @@ def tune(
     if track:  # before the data: a store that is down fails now
         tracking, handle = _open_tracking()
         experiment = _tracked(handle, lambda: tracking.experiment_id(loaded.experiment, handle))
-    loaded, table = _training_inputs(config, overrides)
+    loaded, table = _training_inputs(config, overrides, as_of)
     from fraud_detection.training.tuning import tune as run_study
 
     if experiment is not None:
@@ -619,6 +631,7 @@ def score(
         Path, typer.Option(help="Parquet file for transaction_id, score, decision, model_version.")
     ],
     contract: Annotated[str, typer.Option(help="Contract name or .yaml path.")] = "simulator",
+    as_of: _AsOf = None,
 ) -> None:
     """Score raw transactions (features point-in-time from the input's own history) with a model."""
     from fraud_detection.data.contract import load_contract
@@ -634,7 +647,7 @@ def score(
         resolved = _tracked(handle, lambda: resolve_model(model, public_key=settings.model_public_key))
     else:
         resolved = _run(lambda: resolve_model(model, public_key=settings.model_public_key))
-    validation = _run(lambda: validate_dataset(input_path, loaded, as_of=_utc_naive(None)))
+    validation = _run(lambda: validate_dataset(input_path, loaded, as_of=_utc_naive(as_of)))
     scores = _run(lambda: score_transactions(resolved, validation.valid))
     _run(lambda: write_scores(scores, out))
     typer.echo(
@@ -743,9 +756,15 @@ _EvidenceDir = Annotated[
 ]
 
 
-def _evaluate(
-    model: str, config: Path, overrides: list[str] | None, eval_config: Path, out: Path | None, track: bool
-):  # type: ignore[no-untyped-def]
+def _evaluate(  # type: ignore[no-untyped-def]
+    model: str,
+    config: Path,
+    overrides: list[str] | None,
+    eval_config: Path,
+    out: Path | None,
+    track: bool,
+    as_of: dt.datetime | None = None,
+):
     """Shared by `evaluate` and `report`: resolve, evaluate on the held-out week, write the evidence."""
     from fraud_detection.evaluation.evaluate import load_evaluation_config
     from fraud_detection.training.config import load_training_config
@@ -756,7 +775,7 @@ def _evaluate(
     handle = None
     if model.startswith("models:/") or track:
         _, handle = _open_tracking()
-    loaded, table = _training_inputs(config, overrides)
+    loaded, table = _training_inputs(config, overrides, as_of)
     from fraud_detection.training.lifecycle import evaluate_resolved
 
     evaluation, out = _run(
@@ -794,11 +813,12 @@ def evaluate(
     eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
     out: _EvidenceDir = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Record the evidence in MLflow.")] = True,
+    as_of: _AsOf = None,
 ) -> None:
     """Evaluate a model on its held-out week, record the gate outcome, write the report; exit 1 if a gate fails."""
     from fraud_detection.errors import ModelGateFailed
 
-    loaded, evaluation, out_dir, handle = _evaluate(model, config, overrides, eval_config, out, track)
+    loaded, evaluation, out_dir, handle = _evaluate(model, config, overrides, eval_config, out, track, as_of)
     if track and handle is not None:
         from fraud_detection.training.lifecycle import record_evaluation
 
@@ -817,11 +837,12 @@ def report(
     overrides: _Overrides = None,
     eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
     out: _EvidenceDir = None,
+    as_of: _AsOf = None,
 ) -> None:
     """Write the model report and print its Definition of Done checklist (the registry is not touched)."""
     from fraud_detection.evaluation.report import definition_of_done, format_checklist
 
-    _, evaluation, out_dir, _ = _evaluate(model, config, overrides, eval_config, out, track=False)
+    _, evaluation, out_dir, _ = _evaluate(model, config, overrides, eval_config, out, False, as_of)
     typer.echo(format_checklist(definition_of_done(evaluation)))
     typer.echo(f"report: {out_dir / 'report.html'}")
 

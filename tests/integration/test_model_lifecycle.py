@@ -286,6 +286,20 @@ def test_bad_model_uri_is_a_clear_usage_error(lifecycle: dict, small_raw: Path) 
     assert "expected models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder" in result.stderr
 
 
+def test_as_of_sets_the_data_checks_reference_time(lifecycle: dict, small_raw: Path) -> None:
+    # a reference time before the data makes every row future-dated: the checks use it, not the clock
+    root, env = lifecycle["root"], lifecycle["env"]
+    config = write_training_config(root / "as_of.yaml", small_raw)
+    scored = fraud(
+        "score", "--model", str(root / "v1"), "--input", str(small_raw), "--out", str(root / "z.parquet"),
+        "--as-of", "2018-04-15", env=env,
+    )  # fmt: skip
+    assert scored.returncode == 1 and "future" in scored.stderr, scored.stderr
+    assert not (root / "z.parquet").exists()
+    trained = fraud("train", "--config", str(config), "--no-track", "--as-of", "2018-04-15", env=env)
+    assert trained.returncode == 1 and "future" in trained.stderr, trained.stderr
+
+
 def _postgres_database() -> str | None:
     """A fresh database on the loopback PostgreSQL, or None when it is not running."""
     try:
