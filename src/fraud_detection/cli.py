@@ -1020,7 +1020,11 @@ def pipeline_train(
     eval_config: _EvalConfigPath = Path("configs/evaluation/default.yaml"),
     train_start: Annotated[
         dt.datetime | None,
-        typer.Option(formats=["%Y-%m-%d"], help="First day of the training window \\[default: 2018-09-03]."),
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="First day of the training window \\[default: 2018-09-03 on simulated data; the latest "
+            "labelled window with --source].",
+        ),
     ] = None,
     tune: Annotated[bool, typer.Option("--tune/--no-tune", help="Search hyperparameters first.")] = False,
     trials: Annotated[
@@ -1038,6 +1042,8 @@ def pipeline_train(
     from fraud_detection.config import format_validation_error
     from fraud_detection.pipelines.runtime import prepare_flow_process
 
+    if days is not None and source is not None:
+        raise _fail(f"--days {days} sizes the simulation; with --source {source!r} nothing is simulated", 2)
     prepare_flow_process()  # before Prefect and MLflow are imported
     from fraud_detection.pipelines.training_flow import (
         DEFAULT_PARAMETERS,
@@ -1052,7 +1058,10 @@ def pipeline_train(
         "training_config": config,
         "overrides": overrides or [],
         "evaluation_config": eval_config,
-        "train_start": train_start.date() if train_start else DEFAULT_PARAMETERS.train_start,
+        # the demo's fixed window fits only the simulated data; your own data: its latest labelled window
+        "train_start": train_start.date()
+        if train_start
+        else (None if source is not None else DEFAULT_PARAMETERS.train_start),
         "tune": tune,
         "n_trials": trials,
         "promote": promote,

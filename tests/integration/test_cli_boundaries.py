@@ -273,3 +273,31 @@ def test_serve_refuses_a_features_dir_without_its_tables(
     assert str(folder) in error_line(output) and "neither manifest.json nor feature tables" in error_line(
         output
     )
+
+
+def test_pipeline_train_on_a_source_defaults_to_its_latest_labelled_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the demo's fixed 2018 window fits only the simulated data; --days sizes only a simulation
+    from fraud_detection.pipelines import runtime, training_flow
+
+    asked = []
+
+    def flow(parameters):  # type: ignore[no-untyped-def]
+        asked.append(parameters)
+        raise RuntimeError("stopped before the flow ran")
+
+    monkeypatch.setattr(runtime, "prepare_flow_process", lambda: None)
+    monkeypatch.setattr(training_flow, "training_flow", flow)
+    source = tmp_path / "mine.parquet"
+    for args, train_start in (
+        ([], training_flow.DEFAULT_PARAMETERS.train_start),
+        (["--source", str(source)], None),
+        (["--source", str(source), "--train-start", "2024-03-04"], pd.Timestamp("2024-03-04").date()),
+    ):
+        result = CliRunner().invoke(app, ["pipeline", "train", "--data-dir", str(tmp_path), *args])
+        assert isinstance(result.exception, RuntimeError), result.output
+        assert asked.pop().train_start == train_start
+    code, output = run("pipeline", "train", "--source", source, "--days", "30")
+    assert code == 2 and "--days 30 sizes the simulation" in error_line(output)
+    assert not asked
