@@ -767,8 +767,11 @@ def _evaluate(  # type: ignore[no-untyped-def]
 ):
     """Shared by `evaluate` and `report`: resolve, evaluate on the held-out week, write the evidence."""
     from fraud_detection.evaluation.evaluate import load_evaluation_config
+    from fraud_detection.models.registry import ModelRef, require_bundle_folder
     from fraud_detection.training.config import load_training_config
 
+    # a mistyped model is refused before the (slow) validation and feature build
+    _run(lambda: require_bundle_folder(ModelRef.parse(model)))
     settings = _settings()
     loaded = _run(lambda: load_training_config(config, overrides or []))
     checks = _run(lambda: load_evaluation_config(eval_config))

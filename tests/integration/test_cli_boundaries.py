@@ -130,6 +130,8 @@ def test_as_of_with_an_offset_is_converted_to_utc(tmp_path: Path) -> None:
             ["monitor", "--model", "{tmp}/no-bundle", "--start", "2026-11-02", "--end", "2026-11-01"],
             "--end 2026-11-01T00:00:00 is not after --start 2026-11-02T00:00:00",
         ),
+        (["evaluate", "{tmp}/no-bundle"], "model bundle '{tmp}/no-bundle' does not exist"),
+        (["report", "{tmp}/no-bundle"], "model bundle '{tmp}/no-bundle' does not exist"),
         (  # offsets are converted to UTC before the two are compared
             [
                 "monitor",

@@ -108,6 +108,13 @@ def _version(ref: ModelRef) -> Any:
         raise ConfigError(f"model {ref.uri!r} is not in the registry: {err.message}") from err
 
 
+def require_bundle_folder(ref: ModelRef) -> None:
+    """A bundle path the user gave that is not there is bad usage (exit 2), not a broken artifact;
+    callers with slow work before the model is loaded check it first."""
+    if ref.path is not None and not ref.path.exists():
+        raise DataSourceError(f"model bundle {str(ref.path)!r} does not exist")
+
+
 def resolve_model(
     uri: str, *, public_key: Path | None = None, expected_digest: str | None = None
 ) -> ResolvedModel:
@@ -117,9 +124,7 @@ def resolve_model(
 
     ref = ModelRef.parse(uri)
     if ref.path is not None:
-        if not ref.path.exists():
-            # a path the user gave that is not there: bad usage (exit 2), not a broken artifact
-            raise DataSourceError(f"model bundle {str(ref.path)!r} does not exist")
+        require_bundle_folder(ref)
         bundle = load_bundle(ref.path, expected_digest=expected_digest, public_key=public_key)
         digest = bundle_digest(ref.path)
         return ResolvedModel(bundle, uri, f"bundle-{digest[:12]}", digest)
