@@ -176,7 +176,7 @@ def partition_dir(out_dir: Path, model: ResolvedModel, date: dt.date) -> Path:
 # ------------------------------------------------------------------------------------- inputs
 
 
-def check_logical_time(spec: BatchSpec) -> None:
+def _check_logical_time(spec: BatchSpec) -> None:
     """Refuse a logical time before the end of the scored day: the contract refuses events after
     it, so the day's later rows would be quarantined and the immutable partition would hold part
     of the day."""
@@ -190,7 +190,7 @@ def check_logical_time(spec: BatchSpec) -> None:
 
 def pin_inputs(spec: BatchSpec, model: ResolvedModel, contract: Contract) -> PinnedInputs:
     """Read the raw and feature manifests and pin the run's inputs (retried on I/O errors)."""
-    check_logical_time(spec)
+    _check_logical_time(spec)  # every run pins first (run_batch, the flow's pin task)
 
     def pin() -> PinnedInputs:
         import fsspec
@@ -461,7 +461,6 @@ def run_batch(
     :func:`fraud_detection.utils.commit.commit_folder` (crash tests).
     """
     started = time.perf_counter()
-    check_logical_time(spec)
     final_dir = partition_dir(spec.out_dir, model, spec.date)
     with commit.commit_lock(final_dir, wait=spec.wait_for_lock):
         current = pin_inputs(spec, model, contract)

@@ -82,7 +82,7 @@ def prepare_reference(
 
     model = _resolve(model_uri)
     folder = reference_dir or run.default_reference_dir(data_dir, model)
-    overrides = list(training_overrides or [])
+    overrides = training_overrides or []
     frame = (lambda: _training_frame(training_config, overrides)) if training_config is not None else None
     run.prepare_reference(model, folder, training_frame=frame, config=config)
     return {"reference_dir": str(folder), "digest": model.digest}
