@@ -319,19 +319,18 @@ def _latest_rows(
     view: ViewSpec, table: pa.Table, query: dict[str, np.ndarray], query_us: np.ndarray, query_tx: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the index in ``table`` of the entity's latest row at or before its time (within the
-    TTL), -1 when there is none; and whether that row is the transaction's own."""
+    TTL), -1 when there is none; and the queries whose row is not the transaction's own."""
     n = len(query_us)
     if table.num_rows == 0 or n == 0:
-        return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
+        return np.full(n, -1, dtype=np.int64), np.arange(n)
     table_key, query_key = _entity_key(
         [table.column(k).to_numpy() for k in view.join_keys], [query[k] for k in view.join_keys]
     )
     table_us = table.column("event_us").to_numpy()
     rows = _own_rows(table, table_key, table_us, query_tx, query_key, query_us)
-    own = rows >= 0
-    rest = np.flatnonzero(~own)  # transactions the tables were not built with: an as-of join
+    rest = np.flatnonzero(rows < 0)  # transactions the tables were not built with: an as-of join
     if not len(rest):
-        return rows, own
+        return rows, rest
     right = pd.DataFrame({"t": table_us, "k": table_key, "row": np.arange(len(table_us))})
     if not (table_us[1:] >= table_us[:-1]).all():
         right = right.iloc[np.argsort(table_us, kind="stable")]
@@ -342,7 +341,7 @@ def _latest_rows(
         left, right, on="t", by="k", direction="backward", allow_exact_matches=True, tolerance=tolerance
     )["row"]
     rows[order] = matched.fillna(-1).to_numpy(dtype=np.int64)
-    return rows, own
+    return rows, rest
 
 
 @dataclass(frozen=True)
@@ -403,8 +402,8 @@ def point_in_time_features(
         table = tables.tables[view.name]
         view_names = view.features(config)
         columns = [column_of[name] for name in view_names]
-        rows, own = _latest_rows(view, table, query, event_us, query_tx)
-        not_in_tables |= ~own
+        rows, not_own = _latest_rows(view, table, query, event_us, query_tx)
+        not_in_tables[not_own] = True
         found = rows >= 0
         if found.any():
             # the daily run's usual case: every query is its own table row, in the table's order
